@@ -1,0 +1,3 @@
+from hdrprep.cli import main
+
+main()
