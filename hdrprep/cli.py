@@ -1,11 +1,140 @@
 """Command-line interface: maps flags onto library calls, nothing more."""
 
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
 import click
 
 from hdrprep import __version__
+from hdrprep.errors import HdrprepError
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hdrprep")
 def main() -> None:
     """Prepare (LDR, HDR) training pairs for single-image HDR reconstruction."""
+
+
+def _summary(report: dict) -> str:
+    c, b, t = report["counts"], report["bytes"], report["timings"]
+    lines = [
+        f"frames: {c['frames']} found, {c['frames_read']} used, {c['frames_skipped']} skipped",
+        *(f"  skipped {s['source']}: {s['reason']} ({s['detail']})" for s in report["skipped"]),
+        f"candidates: {c['candidates']}, kept pairs: {c['kept']}"
+        + (f" ({100 * c['kept'] / c['candidates']:.1f} %)" if c["candidates"] else ""),
+        f"time: {t['total_s']:.1f} s (score {t['score_s']:.1f} s, write {t['write_s']:.1f} s); "
+        f"tasks run now: {report['tasks']['frames_scored']} frames, {report['tasks']['shards_written']} shards",
+    ]
+    if b["stored"]:
+        lines.append(f"bytes: {b['stored'] / 1e6:.1f} MB stored, {b['per_pair'] / 1e6:.2f} MB per pair, "
+                     f"compression {b['ratio']:.2f}x")
+    if c["hdr_clamped_values"]:
+        lines.append(f"HDR values above 65504 clamped: {c['hdr_clamped_values']}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--src", required=True, type=click.Path(path_type=Path), help="Folder of HDR frames (.exr, .hdr), searched recursively.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Store to create or resume (a Zarr folder).")
+@click.option("--preset", default="santos2020", show_default=True, help="Preset name (pipelines/NAME.yaml) or YAML path.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes [default: one per core].")
+@click.option("--scheduler", help="tcp://host:port of a running dask scheduler, 'threads', or 'synchronous'.")
+@click.option("--cluster", "cluster_spec", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Batch-cluster preset YAML (dask-jobqueue), e.g. pipelines/cluster-slurm.yaml.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="data_manifest.yaml: which frames to use; the test split is excluded.")
+@click.option("--overwrite", is_flag=True, help="Replace a store built with another configuration.")
+@click.option("--dry-run", is_flag=True, help="List the frames and the plan; write nothing.")
+@click.option("--limit-frames", type=click.IntRange(min=1), help="Use only the first N frames.")
+@click.option("--patches-per-frame", type=click.IntRange(min=1), help="Override sampling.patches_per_frame.")
+@click.option("--patch-size", type=int, help="Override sampling.patch_size.")
+@click.option("--threshold", type=float, help="Override select.threshold.")
+@click.option("--target-pairs", type=click.IntRange(min=1), help="Keep the N best-scoring eligible candidates.")
+@click.option("--seed", type=click.IntRange(min=0), help="Override the global seed.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build(src, out, preset, workers, scheduler, cluster_spec, manifest, overwrite, dry_run, limit_frames,
+          patches_per_frame, patch_size, threshold, target_pairs, seed, quiet):
+    """Build a store of training pairs from a folder of HDR frames."""
+    from hdrprep import build as build_mod
+    from hdrprep.config import load_preset
+
+    try:
+        if workers and scheduler and scheduler not in ("threads",):
+            raise click.UsageError("--workers sizes a local cluster; it cannot be used with --scheduler ADDRESS")
+        if cluster_spec and (scheduler or workers):
+            raise click.UsageError("--cluster starts its own workers; drop --scheduler/--workers")
+        config = load_preset(preset).override(**{
+            "sampling.patches_per_frame": patches_per_frame, "sampling.patch_size": patch_size,
+            "select.threshold": threshold, "select.target_pairs": target_pairs, "seed": seed})
+        frames = None
+        if manifest:
+            from hdrprep.manifest import load_manifest
+
+            frames = load_manifest(manifest).training_frames(src)
+        kwargs = dict(workers=workers, scheduler=scheduler, overwrite=overwrite, dry_run=dry_run,
+                      limit_frames=limit_frames, frames=frames, progress=not quiet)
+        if cluster_spec:
+            with build_mod.batch_cluster(cluster_spec) as cluster:
+                report = build_mod.build(src, out, config, cluster=cluster, **kwargs)
+        else:
+            report = build_mod.build(src, out, config, **kwargs)
+    except HdrprepError as exc:
+        _fail(exc)
+    if dry_run:
+        click.echo(f"{len(report['frames'])} frames, {report['candidates']} candidates "
+                   f"(preset {config.name}, seed {config.seed}):")
+        for key in report["frames"]:
+            click.echo(f"  {key}")
+        for bad in report["not_files"]:
+            click.echo(f"  skip {bad['source']}: {bad['reason']} ({bad['detail']})")
+        return
+    click.echo(_summary(report))
+    click.echo(f"store: {out}  (report: {out / 'report.json'})")
+
+
+@main.command()
+@click.option("--out", default="hdrprep-demo", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for the generated frames, the store and a contact sheet.")
+@click.option("--frames", "n_frames", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--preset", default="santos2020", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1))
+@click.option("--quiet", is_flag=True)
+def demo(out, n_frames, preset, workers, quiet):
+    """Build a store from procedurally generated HDR frames (no data needed)."""
+    from hdrprep import build as build_mod, synth
+    from hdrprep.config import load_preset
+
+    try:
+        frames = out / "frames"
+        synth.write_frames(frames, n_frames)
+        report = build_mod.build(frames, out / "shards.zarr", load_preset(preset), workers=workers,
+                                 progress=not quiet, overwrite=True)
+    except HdrprepError as exc:
+        _fail(exc)
+    click.echo(_summary(report))
+    click.echo(f"store: {out / 'shards.zarr'}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the header facts as JSON.")
+def probe(path, as_json):
+    """Print an HDR file's header facts without decoding its pixels."""
+    import dataclasses
+
+    from hdrprep.io import probe as probe_fn
+
+    try:
+        info = probe_fn(path)
+    except HdrprepError as exc:
+        _fail(exc)
+    d = dataclasses.asdict(info)
+    click.echo(json.dumps(d, indent=1, default=str) if as_json else "\n".join(f"{k}: {v}" for k, v in d.items()))

@@ -1,0 +1,457 @@
+"""``hdrprep build``: the parallel pipeline from HDR frames to a store.
+
+Stages (each task writes its output to a temporary name and renames it, so a
+rerun skips finished tasks and redoes unfinished ones):
+
+1. one task per frame: read it once, sample the candidate windows and their
+   cameras, render and score every candidate, write the frame's candidate
+   table to ``_work/candidates/<id>.parquet``;
+2. on the client: select the kept candidates (global rules such as top-N need
+   all of them) and assign them, in (source, candidate) order, to pairs and shards;
+3. one task per shard: re-read the frames it needs, re-render its pairs from
+   their stored parameters and write the whole shard (one writer per shard),
+   then a done-marker ``_work/shards/<k>.json`` with the pairs' checksums;
+4. write ``candidates.parquet``, ``index.parquet`` and, last, mark the store
+   complete in its attributes.
+
+This is the only module that uses Dask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from hdrprep import __version__, store
+from hdrprep.config import Config
+from hdrprep.errors import BadFrameError, ConfigError, StoreError
+
+__all__ = ["build", "discover", "BUILD_STATE"]
+
+BUILD_STATE = "build.json"
+_THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "OPENBLAS_NUM_THREADS": "1"}
+
+
+# --------------------------------------------------------------------------- frames
+
+def discover(src: str | Path) -> tuple[list[str], list[dict]]:
+    """Find HDR frames under ``src``, recursively, in sorted order.
+
+    Returns
+    -------
+    keys : list of str
+        POSIX paths relative to ``src`` of the files with an HDR suffix.
+    bad : list of dict
+        Entries with an HDR suffix that are not regular files (a folder named
+        ``x.exr``, a dangling link), with ``source``, ``reason`` and ``detail``.
+    """
+    from hdrprep.io import HDR_SUFFIXES
+
+    src = Path(src)
+    keys, bad = [], []
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in dirnames + filenames:
+            if not name.lower().endswith(HDR_SUFFIXES):
+                continue
+            path = base / name
+            key = path.relative_to(src).as_posix()
+            if path.is_file():
+                keys.append(key)
+            else:
+                kind = "a folder" if path.is_dir() else "a dangling or looping link" if path.is_symlink() \
+                    else "not a regular file"
+                bad.append(dict(source=key, reason="not-a-file",
+                                detail=f"{kind} with an HDR file name; remove or rename it"))
+    return sorted(keys), sorted(bad, key=lambda b: b["source"])
+
+
+def _frame_id(key: str) -> str:
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
+
+
+def _file_sha256(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def _cap_threads() -> None:
+    """One compute thread per task: Dask workers provide the parallelism."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    from hdrprep import metric
+
+    metric.set_threads(1)
+
+
+def _load_curves(config: Config):
+    from hdrprep import camera
+
+    return camera.CurveTable.load(config.camera.table_path) if config.camera.curve == "table" else None
+
+
+# --------------------------------------------------------------------------- stage 1
+
+def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
+    """Stage 1 task: score one frame and write its candidate table.
+
+    Returns the frame's record (source, status, reason, size, checksum, count).
+    A bad frame gives an empty table with the reason in its metadata.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hdrprep import io, pairs
+
+    _cap_threads()
+    config = Config.from_dict(config_dict)
+    path = Path(src) / key
+    record: dict[str, Any] = dict(source=key, status="ok", reason=None, detail=None)
+    cols: dict[str, list] = {}
+    try:
+        record["bytes"], record["sha256"] = _file_sha256(path)
+        frame, stats = io.read_frame(path, ingest=config.ingest, min_size=config.sampling.patch_size)
+        record.update(height=int(frame.shape[0]), width=int(frame.shape[1]), **{
+            f"repaired_{k}": int(v) for k, v in dataclasses.asdict(stats).items()})
+        cols = pairs.score_frame(frame, key, config, _load_curves(config))
+    except BadFrameError as exc:
+        record.update(status="skipped", reason=exc.reason, detail=exc.detail or str(exc))
+    except OSError as exc:
+        record.update(status="skipped", reason="unreadable", detail=f"{exc.strerror or exc}; check the file")
+    record["candidates"] = len(cols.get("source", []))
+    table = pa.table(cols) if cols else pa.table({})
+    table = table.replace_schema_metadata({b"hdrprep.frame": json.dumps(record).encode()})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    store.atomic_write_bytes(Path(work) / "candidates" / f"{_frame_id(key)}.parquet", buf.getvalue().to_pybytes())
+    return record
+
+
+def _read_candidates(work: Path, keys: list[str]):
+    """Concatenate the stage-1 tables in key order; return (table, frame records)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables, records = [], []
+    for key in keys:
+        t = pq.read_table(work / "candidates" / f"{_frame_id(key)}.parquet")
+        records.append(json.loads(t.schema.metadata[b"hdrprep.frame"]))
+        if t.num_rows:
+            tables.append(t.replace_schema_metadata(None))
+    table = pa.concat_tables(tables, promote_options="default") if tables else None
+    return table, records
+
+
+# --------------------------------------------------------------------------- stage 3
+
+def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict], config_dict: dict) -> dict:
+    """Stage 3 task: re-render the pairs of one shard and write it whole.
+
+    Returns the shard's done-record (pair range, per-pair checksums and clamp counts).
+    """
+    from hdrprep import camera, io, pairs
+
+    _cap_threads()
+    config = Config.from_dict(config_dict)
+    curves = _load_curves(config)
+    param_fields = [f.name for f in dataclasses.fields(camera.CameraParams)]
+    size = config.sampling.patch_size
+    ldr = np.empty((len(rows), size, size, 3), np.uint8)
+    hdr = np.empty((len(rows), size, size, 3), np.float16)
+    checksums, clamped = [], []
+    frame_key, frame = None, None
+    for i, row in enumerate(rows):
+        if row["source"] != frame_key:
+            frame_key = row["source"]
+            frame, _ = io.read_frame(Path(src) / frame_key, ingest=config.ingest, min_size=size)
+        params = camera.CameraParams.from_dict({k: row[k] for k in param_fields})
+        ldr[i], target = pairs.render_pair(frame, row["row"], row["col"], size, params, config, curves)
+        hdr[i], n_over = store.to_half(target)
+        clamped.append(n_over)
+        checksums.append(store.pair_checksum(ldr[i], hdr[i]))
+    import zarr
+
+    group = zarr.open_group(out, mode="r+")
+    store.write_pairs(group, start, ldr, hdr)
+    done = dict(shard=shard, start=start, stop=start + len(rows), checksum=checksums, hdr_clamped=clamped)
+    store.atomic_write_bytes(Path(out) / store.WORK_DIR / "shards" / f"{shard:06d}.json",
+                             json.dumps(done).encode())
+    return done
+
+
+# --------------------------------------------------------------------------- execution
+
+class _Serial:
+    """In-process execution without Dask (``scheduler='synchronous'``)."""
+
+    def map(self, fn: Callable, args: list[tuple]) -> Iterator[Any]:
+        for a in args:
+            yield fn(*a)
+
+
+class _Dask:
+    def __init__(self, client):
+        self.client = client
+
+    def map(self, fn: Callable, args: list[tuple]) -> Iterator[Any]:
+        from distributed import as_completed
+
+        futures = [self.client.submit(fn, *a, pure=False, retries=2, key=f"{fn.__name__}-{i}-{os.urandom(4).hex()}")
+                   for i, a in enumerate(args)]
+        for fut in as_completed(futures):
+            yield fut.result()
+            fut.release()
+
+
+@contextmanager
+def _executor(workers: int | None, scheduler: str | None, cluster=None):
+    if scheduler == "synchronous":
+        yield _Serial()
+        return
+    from distributed import Client, LocalCluster
+
+    if cluster is not None:
+        with Client(cluster) as client:
+            yield _Dask(client)
+    elif scheduler and scheduler != "threads":
+        with Client(scheduler) as client:
+            yield _Dask(client)
+    else:
+        n = workers or os.cpu_count() or 1
+        threads = scheduler == "threads"
+        with LocalCluster(n_workers=1 if threads else n, threads_per_worker=n if threads else 1,
+                          processes=not threads, dashboard_address=None, env=_THREAD_ENV,
+                          silence_logs=40) as local, Client(local) as client:
+            yield _Dask(client)
+
+
+def _progress(it: Iterable, total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="task", disable=not enabled, leave=True)
+
+
+# --------------------------------------------------------------------------- the build
+
+def _config_hash(config: Config) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _prepare_out(src: Path, out: Path, config: Config, overwrite: bool) -> None:
+    """Check --src/--out before any work; clear a stale store if asked."""
+    if not src.is_dir():
+        raise ConfigError(f"--src {src}: not a folder; give the folder that holds the HDR frames")
+    rs, ro = src.resolve(), out.resolve()
+    if ro == rs or rs in ro.parents:
+        raise ConfigError(f"--out {out} is inside --src {src}; the build would read its own output. "
+                          f"Put --out outside the source folder")
+    if ro in rs.parents:
+        raise ConfigError(f"--src {src} is inside --out {out}; choose an --out outside the source folder")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder; choose a new path")
+    state = out / store.WORK_DIR / BUILD_STATE
+    is_store = state.is_file() or store.read_attrs(out) is not None
+    if not is_store:
+        if any(out.iterdir()):
+            raise ConfigError(f"--out {out} is a non-empty folder that is not an hdrprep store; "
+                              f"choose a new or empty folder (nothing was written)")
+        return
+    old = json.loads(state.read_text()).get("config_hash") if state.is_file() else None
+    if old == _config_hash(config):
+        return
+    if not overwrite:
+        raise ConfigError(f"--out {out} holds a store built with a different configuration "
+                          f"(or an unfinished one of unknown config); pass --overwrite to replace it, "
+                          f"or choose another --out")
+    shutil.rmtree(out)
+
+
+def build(src: str | Path, out: str | Path, config: Config = Config(), *, workers: int | None = None,
+          scheduler: str | None = None, cluster=None, overwrite: bool = False, dry_run: bool = False,
+          limit_frames: int | None = None, frames: list[str] | None = None, progress: bool = True) -> dict:
+    """Build a store of (LDR, HDR) training pairs from the HDR frames under ``src``.
+
+    Parameters
+    ----------
+    src, out : path
+        Source folder (searched recursively) and the store folder to create or resume.
+    config : Config
+        Resolved configuration (a preset plus overrides).
+    workers : int, optional
+        Local worker processes (default: one per core).
+    scheduler : str, optional
+        ``tcp://host:port`` of a running ``dask scheduler``; ``'threads'`` for a
+        local threaded cluster; ``'synchronous'`` to run in this process without Dask.
+    cluster : dask cluster, optional
+        An already started cluster (e.g. ``dask_jobqueue.SLURMCluster``).
+    overwrite : bool
+        Replace a store built with another configuration.
+    dry_run : bool
+        Only list the frames and the plan; write nothing.
+    limit_frames : int, optional
+        Use only the first N frames (in sorted order).
+    frames : list of str, optional
+        Use exactly these frame keys (relative paths), e.g. from a data manifest.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        The build report (also written to ``out/report.json``).
+    """
+    src, out = Path(src), Path(out)
+    t_start = time.perf_counter()
+    _prepare_out(src, out, config, overwrite)
+    keys, bad_entries = discover(src)
+    if frames is not None:
+        missing = sorted(set(frames) - set(keys))
+        if missing:
+            raise ConfigError(f"{len(missing)} frame(s) named by the manifest are not under --src {src}: "
+                              f"{', '.join(missing[:5])}; fix the manifest or --src")
+        keys = sorted(frames)
+    if limit_frames is not None:
+        keys = keys[:limit_frames]
+    if not keys:
+        raise ConfigError(f"--src {src}: no .exr or .hdr files found; point --src at the frames' folder")
+    plan = dict(src=str(src), out=str(out), frames=keys, not_files=bad_entries,
+                candidates=len(keys) * config.sampling.patches_per_frame, config=config.to_dict())
+    if dry_run:
+        return plan
+
+    work = out / store.WORK_DIR
+    (work / "candidates").mkdir(parents=True, exist_ok=True)
+    (work / "shards").mkdir(parents=True, exist_ok=True)
+    state = dict(format_version=store.FORMAT_VERSION, config_hash=_config_hash(config), config=config.to_dict())
+    if not (work / BUILD_STATE).is_file():
+        store.atomic_write_bytes(work / BUILD_STATE, json.dumps(state, indent=1).encode())
+    cfg = config.to_dict()
+    timings = {}
+
+    with _executor(workers, scheduler, cluster) as ex:
+        # stage 1: score candidates, one task per frame not scored yet
+        t0 = time.perf_counter()
+        todo = [k for k in keys if not (work / "candidates" / f"{_frame_id(k)}.parquet").is_file()]
+        for _ in _progress(ex.map(score_frame_task, [(str(src), k, str(work), cfg) for k in todo]),
+                           len(todo), "score frames", progress):
+            pass
+        timings["score_s"] = time.perf_counter() - t0
+        candidates, records = _read_candidates(work, keys)
+
+        # stage 2: select
+        kept = _select(candidates, config)
+        n = 0 if kept is None else kept.num_rows
+        per = config.output.pairs_per_shard
+        group = store.create_arrays(out, n, config.sampling.patch_size, per, config.output.compressor,
+                                    config.output.level)
+        group.attrs[store.ATTR] = dict(format_version=store.FORMAT_VERSION, complete=False)
+
+        # stage 3: render and write, one task per shard not written yet
+        t0 = time.perf_counter()
+        rows = kept.to_pylist() if n else []
+        shard_args, done = [], {}
+        for s, start in enumerate(range(0, n, per)):
+            marker = work / "shards" / f"{s:06d}.json"
+            if marker.is_file():
+                rec = json.loads(marker.read_text())
+                if rec["start"] == start and rec["stop"] == min(start + per, n):
+                    done[s] = rec
+                    continue
+            shard_args.append((str(src), str(out), s, start, rows[start:start + per], cfg))
+        for rec in _progress(ex.map(write_shard_task, shard_args), len(shard_args), "write shards", progress):
+            done[rec["shard"]] = rec
+        timings["write_s"] = time.perf_counter() - t0
+
+    # stage 4: index, candidates, provenance; the store is complete only after this
+    return _finish(out, config, keys, records, bad_entries, candidates, kept, done, timings, t_start, todo,
+                   shard_args)
+
+
+def _select(candidates, config: Config):
+    """The kept candidates, in (source, candidate) order, with ``pair`` and ``shard`` columns."""
+    import pyarrow as pa
+
+    from hdrprep import metric
+
+    if candidates is None:
+        return None
+    keep = metric.select(candidates["score"].to_numpy(), candidates["saturated_fraction"].to_numpy(),
+                         candidates["source"].to_numpy(zero_copy_only=False),
+                         candidates["candidate"].to_numpy(), config.select)
+    kept = candidates.filter(pa.array(keep))
+    pair = np.arange(kept.num_rows, dtype=np.int64)
+    return kept.add_column(0, "pair", pa.array(pair)).append_column(
+        "shard", pa.array(pair // config.output.pairs_per_shard))
+
+
+def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, kept, done, timings, t_start,
+            scored, written) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zarr
+
+    n = 0 if kept is None else kept.num_rows
+    checksum = [None] * n
+    clamped = [0] * n
+    for rec in done.values():
+        checksum[rec["start"]:rec["stop"]] = rec["checksum"]
+        clamped[rec["start"]:rec["stop"]] = rec["hdr_clamped"]
+    if n:
+        index = kept.append_column("checksum", pa.array(checksum, pa.string())).append_column(
+            "hdr_clamped", pa.array(clamped, pa.int64()))
+        kept_mask = np.zeros(candidates.num_rows, bool)
+        kept_keys = set(zip(kept["source"].to_pylist(), kept["candidate"].to_pylist()))
+        kept_mask[[i for i, k in enumerate(zip(candidates["source"].to_pylist(),
+                                               candidates["candidate"].to_pylist())) if k in kept_keys]] = True
+        cand = candidates.append_column("kept", pa.array(kept_mask))
+    else:
+        index = pa.table({"pair": pa.array([], pa.int64())})
+        cand = candidates if candidates is not None else pa.table({})
+    for name, table in ((store.CANDIDATES_NAME, cand), (store.INDEX_NAME, index)):
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf)
+        store.atomic_write_bytes(out / name, buf.getvalue().to_pybytes())
+
+    skipped = [r for r in records if r["status"] != "ok"] + bad_entries
+    reasons: dict[str, int] = {}
+    for r in skipped:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    counts = dict(frames=len(keys) + len(bad_entries), frames_read=sum(r["status"] == "ok" for r in records),
+                  frames_skipped=len(skipped), skipped_reasons=reasons,
+                  candidates=0 if candidates is None else candidates.num_rows, kept=n,
+                  hdr_clamped_values=int(sum(clamped)))
+    attrs = dict(format_version=store.FORMAT_VERSION, complete=True, package_version=__version__,
+                 seed=config.seed, config=config.to_dict(), sources=records + bad_entries, counts=counts)
+    group = zarr.open_group(str(out), mode="r+")
+    group.attrs[store.ATTR] = attrs
+
+    stored = sum(f.stat().st_size for d in ("ldr", "hdr") for f in (out / d).rglob("*") if f.is_file())
+    raw = n * config.sampling.patch_size ** 2 * 3 * (1 + 2)
+    wall = time.perf_counter() - t_start
+    report = dict(counts=counts, skipped=[{k: r.get(k) for k in ("source", "reason", "detail")} for r in skipped],
+                  timings=dict(timings, total_s=wall), tasks=dict(frames_scored=len(scored), shards_written=len(written)),
+                  bytes=dict(stored=stored, raw=raw, ratio=raw / stored if stored else None,
+                             per_pair=stored / n if n else None),
+                  throughput=dict(candidates_per_s=counts["candidates"] / timings["score_s"] if scored else None,
+                                  pairs_per_s=n / timings["write_s"] if written else None))
+    store.atomic_write_bytes(out / store.REPORT_NAME, json.dumps(report, indent=1).encode())
+    return report

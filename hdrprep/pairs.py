@@ -1,0 +1,149 @@
+"""Candidates of one frame: seeded sampling, rendering and scoring.
+
+This module holds the per-frame science shared by the build's stages and by
+re-rendering from the index: where the candidate windows are, which camera
+each one gets, and the pair a window and its parameters produce. It knows
+nothing about Dask or the store.
+
+Seeding: a frame's random stream depends only on the global seed and the
+frame's key (its path relative to ``--src``), never on task order or worker
+count. Candidate ``j`` of a frame gets its own child stream, so its camera
+parameters do not depend on how many other candidates were drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+
+from hdrprep import camera
+from hdrprep.config import Config
+
+__all__ = ["frame_seed", "sample_windows", "render_pair", "score_frame", "CANDIDATE_COLUMNS"]
+
+#: Columns of a candidate table besides the camera parameters.
+CANDIDATE_COLUMNS = ("source", "candidate", "row", "col", "size", "score", "saturated_fraction", "seed")
+
+
+def frame_seed(seed: int, key: str) -> np.random.SeedSequence:
+    """The seed sequence of frame ``key`` under the global ``seed``.
+
+    Parameters
+    ----------
+    seed : int
+        Global build seed, in [0, 2**63).
+    key : str
+        Stable frame key: the POSIX path relative to the source folder.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    words = [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+    return np.random.SeedSequence([seed, *words])
+
+
+def sample_windows(shape: tuple[int, int], key: str, config: Config,
+                   curves: camera.CurveTable | None = None) -> tuple[float, np.ndarray, list[camera.CameraParams]]:
+    """Draw the candidate windows of a frame and their camera parameters.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Frame height and width; both >= the patch size.
+    key, config
+        Frame key and build configuration.
+    curves : CurveTable, optional
+        Tabulated camera curves when ``config.camera.curve == 'table'``.
+
+    Returns
+    -------
+    frame_clip_quantile : float
+        The frame's U(clip_low, clip_high) draw (used when exposure is per frame).
+    windows : numpy.ndarray
+        int64 (K, 2) top-left (row, col) of each window.
+    params : list of CameraParams
+        One per window, exposure not yet set (1.0).
+    """
+    size = config.sampling.patch_size
+    k = config.sampling.patches_per_frame
+    h, w = shape
+    ss = frame_seed(config.seed, key)
+    frame_ss, windows_ss, cams_ss = ss.spawn(3)
+    q = float(np.random.default_rng(frame_ss).uniform(config.camera.clip_low, config.camera.clip_high))
+    wrng = np.random.default_rng(windows_ss)
+    windows = np.stack([wrng.integers(0, h - size + 1, k), wrng.integers(0, w - size + 1, k)], axis=1)
+    params = [camera.sample_params(np.random.default_rng(child), config.camera, curves=curves)
+              for child in cams_ss.spawn(k)]
+    return q, windows.astype(np.int64), params
+
+
+def expose(frame: np.ndarray, windows: np.ndarray, params: list[camera.CameraParams], frame_q: float,
+           config: Config) -> list[camera.CameraParams]:
+    """Set each candidate's exposure: one per frame, or one per window (``camera.exposure_mode``)."""
+    size = config.sampling.patch_size
+    if config.camera.exposure_mode == "frame":
+        e = camera.exposure_for(frame, frame_q)
+        return [dataclasses.replace(p, exposure=e, clip_quantile=frame_q) for p in params]
+    return [dataclasses.replace(p, exposure=camera.exposure_for(frame[r:r + size, c:c + size], p.clip_quantile))
+            for (r, c), p in zip(windows, params)]
+
+
+def render_pair(frame: np.ndarray, row: int, col: int, size: int, params: camera.CameraParams,
+                config: Config, curves: camera.CurveTable | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render the (LDR, HDR) pair of one window.
+
+    Returns
+    -------
+    ldr : numpy.ndarray
+        uint8 (size, size, 3) RGB.
+    hdr : numpy.ndarray
+        float32 (size, size, 3), linear, camera scale (1.0 = the LDR's clipping point).
+    """
+    window = frame[row:row + size, col:col + size]
+    return camera.render(window, params, config.camera, curves)
+
+
+def score_frame(frame: np.ndarray, key: str, config: Config,
+                curves: camera.CurveTable | None = None) -> dict[str, list]:
+    """Sample, render and score every candidate window of one frame.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        float32 (H, W, 3) scene-linear RGB, H and W >= the patch size.
+    key : str
+        Frame key (relative POSIX path).
+    config : Config
+        Build configuration.
+
+    Returns
+    -------
+    dict of str to list
+        Candidate table columns (``CANDIDATE_COLUMNS`` plus every camera parameter),
+        one entry per candidate, in candidate order.
+    """
+    from hdrprep import metric
+
+    size = config.sampling.patch_size
+    frame_q, windows, params = sample_windows(frame.shape[:2], key, config, curves)
+    params = expose(frame, windows, params, frame_q, config)
+    scorer = None
+    cols: dict[str, list] = {c: [] for c in CANDIDATE_COLUMNS}
+    for j, ((r, c), p) in enumerate(zip(windows, params)):
+        r, c = int(r), int(c)
+        ldr, _ = render_pair(frame, r, c, size, p, config, curves)
+        mask = camera.soft_mask(ldr, config.camera.mask_alpha)
+        if config.camera.exposure_mode == "frame":
+            if scorer is None:
+                scorer = metric.FrameScorer(frame * np.float32(p.exposure), size, config.metric)
+            score = scorer.score(r, c, mask)
+        else:
+            score = metric.window_score(frame[r:r + size, c:c + size] * np.float32(p.exposure), mask,
+                                        config.metric)
+        row = dict(source=key, candidate=j, row=r, col=c, size=size, score=float(score),
+                   saturated_fraction=float(metric.saturated_fraction(mask)), seed=config.seed)
+        for name in CANDIDATE_COLUMNS:
+            cols[name].append(row[name])
+        for name, value in p.to_dict().items():
+            cols.setdefault(name, []).append(value)
+    return cols

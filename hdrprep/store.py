@@ -1,0 +1,195 @@
+"""The on-disk format of an hdrprep store (format version 1).
+
+A store is a Zarr v3 group folder, readable with plain ``zarr`` and ``pyarrow``::
+
+    shards.zarr/
+      zarr.json              group metadata; attribute "hdrprep" (provenance, see below)
+      ldr/                   uint8  (N, P, P, 3) RGB, one chunk per pair, S pairs per shard
+      hdr/                   float16 (N, P, P, 3) linear RGB, camera scale (1.0 = LDR clip point)
+      index.parquet          row i describes pair i (INDEX_COLUMNS, plus every camera parameter)
+      candidates.parquet     every scored candidate, kept or not
+      report.json            human-facing build report (timings; not part of the identity)
+      _work/                 per-task outputs that make a build resumable
+
+The group attribute ``hdrprep`` holds ``format_version``, ``complete`` (True only
+once the index is in place), the resolved ``config``, ``package_version``,
+``seed``, ``sources`` (path, bytes, sha256, status per frame) and ``counts``.
+
+This module owns the layout: array creation, whole-shard writes and reads. It
+never does a partial-shard write (two writers in one shard lose data, and a
+partial write is a read-modify-write of the whole shard).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hdrprep.errors import StoreError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ATTR",
+    "INDEX_NAME",
+    "CANDIDATES_NAME",
+    "REPORT_NAME",
+    "WORK_DIR",
+    "HALF_MAX",
+    "create_arrays",
+    "open_store",
+    "write_pairs",
+    "pair_checksum",
+    "to_half",
+    "atomic_write_bytes",
+    "read_attrs",
+]
+
+FORMAT_VERSION = 1
+ATTR = "hdrprep"
+INDEX_NAME = "index.parquet"
+CANDIDATES_NAME = "candidates.parquet"
+REPORT_NAME = "report.json"
+WORK_DIR = "_work"
+HALF_MAX = 65504.0
+
+
+def _codecs(compressor: str, level: int, dtype: np.dtype) -> list:
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if compressor == "none":
+        return []
+    if compressor == "zstd":
+        return [ZstdCodec(level=level)]
+    if compressor == "blosc-zstd":
+        # byte shuffle groups the high and low bytes of float16 values
+        return [BloscCodec(cname="zstd", clevel=level, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)]
+    raise StoreError(f"unknown compressor {compressor!r}; use zstd, blosc-zstd or none")
+
+
+def create_arrays(root: str | Path, n_pairs: int, patch_size: int, pairs_per_shard: int,
+                  compressor: str = "blosc-zstd", level: int = 1):
+    """Create (or reopen, if identical) the group and its ``ldr``/``hdr`` arrays.
+
+    An existing array of the same shape, chunking and dtype is reopened, not
+    recreated, so a resumed build keeps its finished shards.
+
+    Returns
+    -------
+    zarr.Group
+    """
+    import zarr
+
+    group = zarr.open_group(str(root), mode="a", zarr_format=3)
+    shape = (n_pairs, patch_size, patch_size, 3)
+    for name, dtype in (("ldr", np.uint8), ("hdr", np.float16)):
+        if name in group:
+            arr = group[name]
+            if arr.shape == shape and arr.dtype == dtype and arr.shards == (pairs_per_shard, *shape[1:]):
+                continue
+            del group[name]
+        group.create_array(
+            name, shape=shape, dtype=dtype, chunks=(1, *shape[1:]),
+            shards=(pairs_per_shard, *shape[1:]) if n_pairs else None,
+            compressors=_codecs(compressor, level, dtype), fill_value=0,
+            dimension_names=("pair", "y", "x", "channel"),
+        )
+    return group
+
+
+def write_pairs(group, start: int, ldr: np.ndarray, hdr: np.ndarray) -> None:
+    """Write pairs ``start .. start+len(ldr)`` as whole shards (one writer per shard).
+
+    Parameters
+    ----------
+    group : zarr.Group
+        Opened with ``create_arrays`` or ``open_store``.
+    start : int
+        First pair; must be a multiple of the shard length.
+    ldr : numpy.ndarray
+        uint8 (k, P, P, 3).
+    hdr : numpy.ndarray
+        float16 (k, P, P, 3); ``k`` is the shard length except in the last shard.
+    """
+    arr_l, arr_h = group["ldr"], group["hdr"]
+    per = arr_l.shards[0]
+    stop = start + len(ldr)
+    if start % per or (stop % per and stop != arr_l.shape[0]):
+        raise StoreError(f"pairs {start}:{stop} do not cover whole shards of {per}; refusing a partial-shard write")
+    arr_l[start:stop] = ldr
+    arr_h[start:stop] = hdr
+
+
+def to_half(hdr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Convert float32 HDR to float16, clamping values above 65504.
+
+    Returns
+    -------
+    (numpy.ndarray, int)
+        float16 array of the same shape, and the number of clamped values.
+    """
+    over = int(np.count_nonzero(hdr > HALF_MAX))
+    return np.minimum(hdr, HALF_MAX).astype(np.float16), over
+
+
+def pair_checksum(ldr: np.ndarray, hdr: np.ndarray) -> str:
+    """blake2b-64 hex digest of a pair's LDR bytes then HDR bytes (C order)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.ascontiguousarray(ldr).data)
+    h.update(np.ascontiguousarray(hdr).data)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path``, fsync, then rename into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_attrs(root: str | Path) -> dict | None:
+    """The ``hdrprep`` attribute of a store's group, or None if it has none."""
+    meta = Path(root) / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        return json.loads(meta.read_text()).get("attributes", {}).get(ATTR)
+    except (OSError, ValueError):
+        return None
+
+
+def open_store(root: str | Path):
+    """Open a finished store read-only.
+
+    Returns
+    -------
+    (zarr.Group, pyarrow.Table, dict)
+        The group, the index table and the ``hdrprep`` attribute.
+
+    Raises
+    ------
+    StoreError
+        If the folder is not a complete hdrprep store of a known format version.
+    """
+    import pyarrow.parquet as pq
+    import zarr
+
+    root = Path(root)
+    attrs = read_attrs(root)
+    if attrs is None:
+        raise StoreError(f"{root}: not an hdrprep store (no zarr.json with an '{ATTR}' attribute)")
+    if attrs.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{root}: format version {attrs.get('format_version')!r}, this hdrprep reads "
+                         f"{FORMAT_VERSION}; rebuild the store or use a matching hdrprep version")
+    if not attrs.get("complete") or not (root / INDEX_NAME).is_file():
+        raise StoreError(f"{root}: the build did not finish (no index); rerun the same `hdrprep build` to resume")
+    group = zarr.open_group(str(root), mode="r")
+    index = pq.read_table(root / INDEX_NAME)
+    return group, index, attrs
