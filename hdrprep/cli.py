@@ -82,7 +82,9 @@ def build(src, out, preset, workers, scheduler, cluster_spec, manifest, overwrit
         kwargs = dict(workers=workers, scheduler=scheduler, overwrite=overwrite, dry_run=dry_run,
                       limit_frames=limit_frames, frames=frames, progress=not quiet)
         if cluster_spec:
-            with build_mod.batch_cluster(cluster_spec) as cluster:
+            from hdrprep.cluster import batch_cluster
+
+            with batch_cluster(cluster_spec) as cluster:
                 report = build_mod.build(src, out, config, cluster=cluster, **kwargs)
         else:
             report = build_mod.build(src, out, config, **kwargs)
