@@ -1,0 +1,253 @@
+"""Reading an hdrprep store for training: the pair Dataset, splits and the sample stream.
+
+The store (format version 1) is a Zarr v3 group with ``ldr`` uint8 (N, P, P, 3),
+``hdr`` float16 (N, P, P, 3) and ``index.parquet``; the soft mask is not stored
+but recomputed from the LDR with the build's ``camera.mask_alpha``.
+
+Randomness follows "sample parameters, then apply": :class:`StreamSampler`
+turns (seed, stream position) into (row, flip_h, flip_v) keys, and the Dataset
+applies them deterministically. The batches therefore depend only on the seed
+and the position, never on the number of DataLoader workers, and a resumed run
+restarts the stream at ``step * batch_size``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hdrprep.errors import ConfigError, StoreError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "StoreInfo",
+    "read_store_info",
+    "soft_mask",
+    "split_by_source",
+    "PairDataset",
+    "StreamSampler",
+    "make_loader",
+]
+
+FORMAT_VERSION = 1
+
+
+class StoreInfo:
+    """What the trainer needs from a store: index table, mask threshold, provenance.
+
+    Attributes
+    ----------
+    path : Path
+    index : pyarrow.Table, one row per pair
+    n_pairs, patch_size : int
+    mask_alpha : float, soft-mask threshold of the build
+    attrs : dict, the group attribute ``hdrprep``
+    """
+
+    def __init__(self, path, index, n_pairs, patch_size, mask_alpha, attrs):
+        self.path, self.index, self.n_pairs = path, index, n_pairs
+        self.patch_size, self.mask_alpha, self.attrs = patch_size, mask_alpha, attrs
+
+
+def read_store_info(path: str | os.PathLike) -> StoreInfo:
+    """Open a store read-only and check that a trainer can use it.
+
+    Raises
+    ------
+    StoreError
+        Missing folder, foreign or unfinished store, unknown format version,
+        index and arrays that disagree.
+    """
+    import pyarrow.parquet as pq
+    import zarr
+
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: not a Zarr v3 group (no zarr.json); give the folder written by 'hdrprep build'")
+    group = zarr.open_group(str(path), mode="r")
+    attrs = dict(group.attrs.get("hdrprep") or {})
+    if not attrs:
+        raise StoreError(f"{path}: no 'hdrprep' attribute; this is not a store written by 'hdrprep build'")
+    version = attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise StoreError(f"{path}: store format version {version!r}, this trainer reads version {FORMAT_VERSION}; "
+                         "rebuild the store or use a matching hdrprep release")
+    if attrs.get("complete") is False:
+        raise StoreError(f"{path}: the build has not finished (attribute complete=false); rerun 'hdrprep build'")
+    try:
+        alpha = float(attrs["config"]["camera"]["mask_alpha"])
+    except (KeyError, TypeError) as exc:
+        raise StoreError(f"{path}: attribute hdrprep.config.camera.mask_alpha missing; rebuild the store") from exc
+    index_path = path / "index.parquet"
+    if not index_path.is_file():
+        raise StoreError(f"{path}: no index.parquet; the build did not finish, rerun 'hdrprep build'")
+    index = pq.read_table(index_path)
+    ldr, hdr = group["ldr"], group["hdr"]
+    n, p = ldr.shape[0], ldr.shape[1]
+    if hdr.shape != ldr.shape or ldr.shape[1:] != (p, p, 3) or index.num_rows != n:
+        raise StoreError(f"{path}: ldr {ldr.shape}, hdr {hdr.shape} and index ({index.num_rows} rows) disagree; "
+                         "the store is damaged, rebuild it")
+    if n == 0:
+        raise StoreError(f"{path}: the store holds no pairs; loosen the selection (select.threshold) and rebuild")
+    pairs = index.column("pair").to_numpy()
+    if not np.array_equal(pairs, np.arange(n)):
+        raise StoreError(f"{path}: index column 'pair' is not 0..{n - 1} in order; the store is damaged")
+    return StoreInfo(path, index, n, p, alpha, attrs)
+
+
+def soft_mask(ldr01: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Santos Fig. 2 soft mask, M = clip((1 - T) / (1 - alpha), 0, 1) per pixel and channel.
+
+    Parameters
+    ----------
+    ldr01 : float tensor, any shape, values in [0, 1]
+    alpha : float in (0, 1), threshold where the ramp to 0 starts
+
+    Returns
+    -------
+    float tensor of the same shape, values in [0, 1] (1 = well exposed)
+    """
+    return ((1.0 - ldr01) / (1.0 - alpha)).clamp_(0.0, 1.0)
+
+
+def split_by_source(info: StoreInfo, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split pair rows into (train, val) so that no source frame is in both.
+
+    A seeded permutation of the sorted distinct ``source`` values puts
+    ``ceil(val_fraction * n_sources)`` frames into validation.
+
+    Returns
+    -------
+    train_rows, val_rows : int64 arrays, sorted
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"invalid value {val_fraction!r} for 'val_fraction': use a fraction in [0, 1)")
+    rows = np.arange(info.n_pairs)
+    if val_fraction == 0.0:
+        return rows, rows[:0]
+    source = np.asarray(info.index.column("source").to_pylist(), dtype=object)
+    names = np.array(sorted(set(source)), dtype=object)
+    if len(names) < 2:
+        raise ConfigError(f"val_fraction={val_fraction} needs pairs from at least 2 source frames, "
+                          f"{info.path} has {len(names)}; use val_fraction 0 (no validation) or more frames")
+    n_val = min(len(names) - 1, int(np.ceil(val_fraction * len(names))))
+    val_names = set(names[np.random.default_rng([seed, 0x5A11]).permutation(len(names))[:n_val]])
+    is_val = np.array([s in val_names for s in source])
+    return rows[~is_val], rows[is_val]
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """(LDR, HDR, mask) pairs of a store as float32 CHW tensors.
+
+    Items are addressed by a key: a row number, or a tuple
+    ``(row, flip_h, flip_v)`` as yielded by :class:`StreamSampler`.
+    Zarr arrays are opened lazily in each process (never shared across fork).
+
+    Returns per item a dict with
+    ``ldr`` (3, P, P) float32 in [0, 1]; ``hdr`` (3, P, P) float32 >= 0, linear,
+    1.0 = LDR clipping point; ``mask`` (3, P, P) float32 in [0, 1]; ``row`` int.
+    """
+
+    def __init__(self, info: StoreInfo):
+        self.info = info
+        self._arrays = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return self.info.n_pairs
+
+    def _open(self):
+        if self._pid != os.getpid():
+            import zarr
+
+            group = zarr.open_group(str(self.info.path), mode="r")
+            self._arrays = (group["ldr"], group["hdr"])
+            self._pid = os.getpid()
+        return self._arrays
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_arrays"], state["_pid"] = None, None
+        return state
+
+    def __getitem__(self, key):
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys):
+        """Read several items at once; rows are fetched sorted in one orthogonal read."""
+        keys = [(int(k), 0, 0) if np.isscalar(k) else tuple(int(v) for v in k) for k in keys]
+        rows = np.array([k[0] for k in keys])
+        if rows.min() < 0 or rows.max() >= self.info.n_pairs:
+            raise IndexError(f"row out of range 0..{self.info.n_pairs - 1}: {rows.tolist()}")
+        ldr_arr, hdr_arr = self._open()
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        ldr_all = ldr_arr.oindex[uniq]
+        hdr_all = hdr_arr.oindex[uniq]
+        items = []
+        for (row, fh, fv), j in zip(keys, inverse):
+            ldr = torch.from_numpy(ldr_all[j]).permute(2, 0, 1).float().div_(255.0)
+            hdr = torch.from_numpy(hdr_all[j].astype(np.float32)).permute(2, 0, 1)
+            dims = [d for d, f in ((2, fh), (1, fv)) if f]
+            if dims:
+                ldr, hdr = ldr.flip(dims), hdr.flip(dims)
+            items.append({"ldr": ldr.contiguous(), "hdr": hdr.contiguous(),
+                          "mask": soft_mask(ldr.clone(), self.info.mask_alpha).contiguous(), "row": row})
+        return items
+
+
+class StreamSampler(torch.utils.data.Sampler):
+    """An endless, seeded stream of keys over ``rows``, cut to [start, start + count).
+
+    Epoch e is the permutation ``default_rng([seed, e])`` of ``rows``; with
+    ``flips`` each position also gets a horizontal and a vertical flip bit from
+    ``default_rng([seed, e, 1])``. Position p of the stream is thus a pure
+    function of (seed, p), which is what makes resume exact.
+    """
+
+    def __init__(self, rows: np.ndarray, seed: int, start: int, count: int, flips: bool = True):
+        if len(rows) == 0:
+            raise ConfigError("no training pairs left after the validation split; lower val_fraction")
+        self.rows, self.seed, self.start, self.count, self.flips = np.asarray(rows), seed, start, count, flips
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        n = len(self.rows)
+        pos, end = self.start, self.start + self.count
+        while pos < end:
+            epoch, offset = divmod(pos, n)
+            order = self.rows[np.random.default_rng([self.seed, epoch]).permutation(n)]
+            flip = (np.random.default_rng([self.seed, epoch, 1]).integers(0, 2, (n, 2))
+                    if self.flips else np.zeros((n, 2), dtype=np.int64))
+            take = min(n - offset, end - pos)
+            for i in range(offset, offset + take):
+                yield int(order[i]), int(flip[i, 0]), int(flip[i, 1])
+            pos += take
+
+
+def _collate(items):
+    return {
+        "ldr": torch.stack([it["ldr"] for it in items]),
+        "hdr": torch.stack([it["hdr"] for it in items]),
+        "mask": torch.stack([it["mask"] for it in items]),
+        "row": torch.tensor([it["row"] for it in items]),
+    }
+
+
+def make_loader(dataset: PairDataset, sampler, batch_size: int, num_workers: int = 0,
+                pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """DataLoader over ``sampler``'s keys; batches do not depend on ``num_workers``.
+
+    ``sampler`` is a :class:`StreamSampler` or any sequence of keys.
+    """
+    if num_workers < 0:
+        raise ConfigError(f"invalid value {num_workers!r} for 'num_workers': use 0 (main process) or more")
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=_collate,
+        pin_memory=pin_memory, persistent_workers=False, drop_last=False,
+        prefetch_factor=4 if num_workers else None,
+    )

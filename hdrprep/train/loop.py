@@ -1,0 +1,323 @@
+"""The training loop: ``train(data, out, **options)``, read top to bottom.
+
+Layout of ``out``::
+
+    out/config.json            resolved TrainConfig and data provenance (written at start)
+    out/log.jsonl              one JSON object per logged step / validation
+    out/checkpoints/last.pt    written every ``ckpt_every`` steps and at the end
+    out/checkpoints/best.pt    the checkpoint with the lowest validation loss
+    out/previews/step_NNNNNNN.png   rows of (input LDR, prediction, target), tonemapped
+
+A checkpoint is a dict of tensors and plain Python values (loads with
+``torch.load(..., weights_only=True)``): ``model``, ``optimizer``, ``scheduler``,
+``scaler``, ``step``, ``best_val``, ``config`` (TrainConfig as a dict),
+``data`` (store path, format version, mask alpha, pair count),
+``format_version`` (of the data) and ``package_version``. The data stream is
+a pure function of (seed, step) (see ``dataset.StreamSampler``), so
+``resume`` continues exactly where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hdrprep import __version__
+from hdrprep.errors import ConfigError
+from hdrprep.train.dataset import (FORMAT_VERSION, PairDataset, StreamSampler, make_loader, read_store_info,
+                                   split_by_source)
+from hdrprep.train.loss import SantosLoss, load_vgg19
+from hdrprep.train.metrics import mu_psnr, psnr_mulaw, tonemap_preview
+from hdrprep.train.model import MaskedUNet, reconstruct
+
+__all__ = ["TrainConfig", "train", "save_checkpoint", "load_checkpoint", "build_model"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Trainer options; defaults follow Santos et al. 2020 (Adam 2e-4, batch 4, lr halved on plateau).
+
+    ``lr_patience`` counts validations without improvement before the lr is halved.
+    ``val_fraction`` of the source frames (not pairs) is held out; at most
+    ``val_max_pairs`` of their pairs are evaluated every ``val_every`` steps.
+    """
+
+    max_steps: int = 200_000
+    batch_size: int = 4
+    lr: float = 2e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    lr_factor: float = 0.5
+    lr_patience: int = 5
+    width: int = 64
+    depth: int = 7
+    perceptual: bool = True
+    lambda_r: float = 6.0
+    lambda_p: float = 1.0
+    lambda_vgg: float = 1.0
+    lambda_style: float = 120.0
+    mu: float = 500.0
+    flips: bool = True
+    seed: int = 0
+    val_fraction: float = 0.05
+    val_max_pairs: int = 64
+    val_every: int = 1000
+    ckpt_every: int = 1000
+    log_every: int = 10
+    preview_pairs: int = 4
+    num_workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "val_every", "ckpt_every", "log_every", "val_max_pairs")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"invalid value {getattr(self, name)!r} for '{name}': use a positive integer")
+        if not self.lr > 0 or not 0 < self.lr_factor < 1:
+            raise ConfigError(f"invalid lr={self.lr} or lr_factor={self.lr_factor}: use lr > 0 and 0 < lr_factor < 1")
+        if self.num_workers < 0 or self.preview_pairs < 0:
+            raise ConfigError("num_workers and preview_pairs must be >= 0")
+
+
+# options that may change when a run is resumed; all others must match the checkpoint
+RUNTIME_OPTIONS = {"max_steps", "num_workers", "device", "val_every", "ckpt_every", "log_every", "preview_pairs"}
+
+
+def build_model(cfg: dict) -> MaskedUNet:
+    """The model a checkpoint's ``config`` describes."""
+    return MaskedUNet(width=int(cfg["width"]), depth=int(cfg["depth"]))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary name, then rename: a killed run never leaves a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; ConfigError names the file if it is not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path}: file not found")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"checkpoint {path}: cannot be read as a weights-only torch file ({exc})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ConfigError(f"checkpoint {path}: not an hdrprep checkpoint (no 'model'/'config'); "
+                          "give a file written by 'hdrprep train'")
+    return ckpt
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"invalid value {name!r} for 'device': use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but torch sees no CUDA device; use --device cpu")
+    return dev
+
+
+def _resolve_config(options: dict, ckpt: dict | None) -> TrainConfig:
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ConfigError(f"unknown trainer option(s) {', '.join(unknown)}")
+    if ckpt is None:
+        return TrainConfig(**given)
+    saved = dict(ckpt["config"])
+    clash = sorted(k for k, v in given.items() if k not in RUNTIME_OPTIONS and saved.get(k) != v)
+    if clash:
+        raise ConfigError(f"--resume: option(s) {', '.join(f'{k}={given[k]!r} (checkpoint: {saved.get(k)!r})' for k in clash)}"
+                          f" differ from the run being resumed; only {', '.join(sorted(RUNTIME_OPTIONS))} may change")
+    saved.update({k: v for k, v in given.items() if k in RUNTIME_OPTIONS})
+    return TrainConfig(**saved)
+
+
+def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(batch[k].to(device, non_blocking=True) for k in ("ldr", "hdr", "mask"))
+
+
+def _write_preview(path: Path, ldr, pred, hdr) -> None:
+    import cv2
+
+    rows = []
+    for t, p, h in zip(ldr, pred, hdr):
+        inp = (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        rows.append(np.concatenate([inp, tonemap_preview(p, h), tonemap_preview(h, h)], axis=1))
+    img = np.ascontiguousarray(np.concatenate(rows, axis=0)[..., ::-1])  # RGB -> BGR for cv2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    if not cv2.imwrite(str(tmp), img):
+        raise OSError(f"cannot write preview {path}")
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def _validate(model, loss_fn, dataset, rows, cfg, device, preview_path) -> dict:
+    model.eval()
+    sums = {"val_loss": 0.0, "val_l_r": 0.0, "psnr_mulaw": 0.0, "mu_psnr": 0.0}
+    n = 0
+    loader = make_loader(dataset, [int(r) for r in rows], cfg.batch_size, num_workers=0)
+    for i, batch in enumerate(loader):
+        ldr, hdr, mask = _to(batch, device)
+        y_hat = model(ldr, mask).float()
+        terms = loss_fn(y_hat, ldr, mask, hdr)
+        h_hat = reconstruct(ldr, mask, y_hat)
+        b = ldr.shape[0]
+        sums["val_loss"] += float(terms["total"]) * b
+        sums["val_l_r"] += float(terms["l_r"]) * b
+        sums["psnr_mulaw"] += float(psnr_mulaw(h_hat, hdr).clamp(max=100).sum())
+        sums["mu_psnr"] += float(mu_psnr(h_hat, hdr).clamp(max=100).sum())
+        n += b
+        if i == 0 and cfg.preview_pairs and preview_path is not None:
+            k = cfg.preview_pairs
+            _write_preview(preview_path, ldr[:k], h_hat[:k], hdr[:k])
+    model.train()
+    return {k: v / n for k, v in sums.items()}
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = False,
+          init: str | os.PathLike | None = None, vgg_weights: str | os.PathLike | None = None,
+          no_perceptual: bool = False, progress: bool = True, **options) -> dict:
+    """Train the Santos et al. 2020 masked U-Net on a store.
+
+    Parameters
+    ----------
+    data : store folder written by ``hdrprep build`` (Zarr v3 group + index.parquet)
+    out : run folder (created); refuses to overwrite a run unless ``resume``
+    resume : continue ``out/checkpoints/last.pt`` exactly (same next step as an uninterrupted run)
+    init : checkpoint whose model weights start a new run (e.g. an inpainting-pretrained model)
+    vgg_weights : torchvision VGG-19 state dict (required unless ``no_perceptual``)
+    no_perceptual : train with the reconstruction loss only
+    progress : show a tqdm bar with loss and pairs/s
+    **options : TrainConfig fields (None = default / unchanged)
+
+    Returns
+    -------
+    dict with ``step``, ``last`` (checkpoint path), ``best`` (path or None) and the
+    last validation metrics (``val_loss``, ``psnr_mulaw``, ``mu_psnr``) if any.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
+    ckpt = None
+    if resume:
+        if not last_path.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {last_path}; start a new run without --resume")
+        ckpt = load_checkpoint(last_path)
+        if init is not None:
+            raise ConfigError("--init and --resume exclude each other: a resumed run keeps its own weights")
+    elif last_path.is_file():
+        raise ConfigError(f"--out {out} already holds a run ({last_path}); pass --resume to continue it "
+                          "or choose a new --out")
+    if no_perceptual:
+        options["perceptual"] = False
+    cfg = _resolve_config(options, ckpt)
+    device = _device(cfg.device)
+    use_amp = cfg.amp and device.type == "cuda"
+
+    info = read_store_info(data)
+    if ckpt is not None and ckpt["data"]["n_pairs"] != info.n_pairs:
+        raise ConfigError(f"--resume: the run was trained on {ckpt['data']['n_pairs']} pairs, {data} has "
+                          f"{info.n_pairs}; resume on the same store")
+    train_rows, val_rows = split_by_source(info, cfg.val_fraction, cfg.seed)
+    val_rows = val_rows[: cfg.val_max_pairs]
+    dataset = PairDataset(info)
+
+    vgg = load_vgg19(vgg_weights) if cfg.perceptual else None
+    loss_fn = SantosLoss(vgg, cfg.lambda_r, cfg.lambda_p, cfg.lambda_vgg, cfg.lambda_style, cfg.mu).to(device)
+    model = build_model(dataclasses.asdict(cfg))
+    if init is not None:
+        model.load_state_dict(load_checkpoint(init)["model"])
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_factor,
+                                                           patience=cfg.lr_patience)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    step, best_val = 0, math.inf
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["scaler"]:
+            scaler.load_state_dict(ckpt["scaler"])
+        step, best_val = int(ckpt["step"]), float(ckpt["best_val"])
+
+    data_meta = {"path": str(Path(data).resolve()), "format_version": FORMAT_VERSION,
+                 "mask_alpha": info.mask_alpha, "n_pairs": info.n_pairs, "patch_size": info.patch_size}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"train": dataclasses.asdict(cfg), "data": data_meta,
+                                                 "package_version": __version__}, indent=2))
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "step": step, "best_val": best_val,
+            "config": dataclasses.asdict(cfg), "data": data_meta,
+            "format_version": FORMAT_VERSION, "package_version": __version__,
+        })
+
+    sampler = StreamSampler(train_rows, cfg.seed, start=step * cfg.batch_size,
+                            count=max(0, cfg.max_steps - step) * cfg.batch_size, flips=cfg.flips)
+    loader = make_loader(dataset, sampler, cfg.batch_size, cfg.num_workers, pin_memory=device.type == "cuda")
+    result: dict = {}
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    model.train()
+    with open(out / "log.jsonl", "a") as log:
+        tick, rate = time.perf_counter(), None
+        for batch in loader:
+            ldr, hdr, mask = _to(batch, device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                y_hat = model(ldr, mask)
+                terms = loss_fn(y_hat.float(), ldr, mask, hdr)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+
+            now = time.perf_counter()
+            inst = ldr.shape[0] / max(now - tick, 1e-9)
+            rate = inst if rate is None else 0.9 * rate + 0.1 * inst
+            tick = now
+            loss = float(terms["total"])
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {step}; lower --lr or check the store "
+                                         f"({data}) for extreme HDR values")
+            bar.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{rate:.1f}", refresh=False)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                log.write(json.dumps({"kind": "train", "step": step, "loss": loss,
+                                      **{k: float(terms[k]) for k in ("l_r", "l_vgg", "l_style")},
+                                      "lr": optimizer.param_groups[0]["lr"], "pairs_per_s": rate}) + "\n")
+                log.flush()
+            if len(val_rows) and (step % cfg.val_every == 0 or step == cfg.max_steps):
+                result = _validate(model, loss_fn, dataset, val_rows, cfg, device,
+                                   out / "previews" / f"step_{step:07d}.png")
+                scheduler.step(result["val_loss"])
+                log.write(json.dumps({"kind": "val", "step": step, **result}) + "\n")
+                log.flush()
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
+                if result["val_loss"] < best_val:
+                    best_val = result["val_loss"]
+                    checkpoint(best_path)
+            if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+                checkpoint(last_path)
+    bar.close()
+    return {"step": step, "last": str(last_path), "best": str(best_path) if best_path.is_file() else None, **result}

@@ -1,0 +1,159 @@
+"""Trainer data path: tiny store fixture, Dataset, split, sample stream, loaders."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+
+def make_tiny_store(path, n=12, size=128, pairs_per_shard=4, alpha=0.96, seed=0):
+    """Write a small store in the format-1 layout (Zarr v3 group + index.parquet).
+
+    HDR: a smooth base (0.05..0.6) plus bright textured blobs (up to ~20x the
+    clipping point); LDR = 8-bit quantised, clipped gamma-2.2 curve of it. Pairs
+    come from n // 3 "source frames" (3 pairs each) so splits by source work.
+    The one place to switch to the real pipeline once it exists.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    hdr = np.empty((n, size, size, 3), np.float32)
+    for i in range(n):
+        base = 0.05 + 0.55 * (0.5 + 0.5 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + yy * rng.uniform(0.5, 2))))
+        img = base[..., None] * rng.uniform(0.6, 1.0, 3).astype(np.float32)
+        for _ in range(3):
+            cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.25)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            texture = 1 + 0.5 * np.sin(2 * np.pi * rng.uniform(8, 20) * xx) * np.sin(2 * np.pi * rng.uniform(8, 20) * yy)
+            img = img + (rng.uniform(2, 20) * blob * texture)[..., None] * rng.uniform(0.7, 1.0, 3).astype(np.float32)
+        hdr[i] = img
+    hdr = hdr.astype(np.float16)
+    ldr = np.round(255 * np.clip(hdr.astype(np.float32), 0, 1) ** (1 / 2.2)).astype(np.uint8)
+
+    def codec(dtype):
+        return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)]
+
+    attrs = {"format_version": 1, "complete": True, "package_version": "test", "seed": seed,
+             "config": {"camera": {"mask_alpha": alpha}}}
+    group = zarr.open_group(str(path), mode="w", attributes={"hdrprep": attrs})
+    for name, data in (("ldr", ldr), ("hdr", hdr)):
+        arr = zarr.create_array(store=str(path), name=name, shape=data.shape, dtype=data.dtype,
+                                chunks=(1, size, size, 3), shards=(pairs_per_shard, size, size, 3),
+                                compressors=codec(data.dtype), fill_value=0)
+        arr[...] = data  # whole array at once: every shard has exactly one write
+    index = pa.table({
+        "pair": pa.array(np.arange(n), pa.int64()),
+        "source": pa.array([f"frame_{i // 3:02d}.exr" for i in range(n)], pa.string()),
+        "row": pa.array(np.zeros(n), pa.int64()), "col": pa.array(np.zeros(n), pa.int64()),
+        "score": pa.array(rng.uniform(0.9, 2, n)), "saturated_fraction": pa.array((ldr == 255).mean(axis=(1, 2, 3))),
+        "exposure": pa.array(np.ones(n)), "curve": pa.array(["gamma"] * n), "curve_n": pa.array(np.full(n, 2.2)),
+        "shard": pa.array(np.arange(n) // pairs_per_shard, pa.int64()),
+    })
+    pq.write_table(index, str(path / "index.parquet"))
+    return ldr, hdr.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "tiny.zarr"
+    ldr, hdr = make_tiny_store(path)
+    return path, ldr, hdr
+
+
+def test_dataset_items_match_arrays(tiny_store):
+    from hdrprep.train.dataset import PairDataset, read_store_info
+
+    path, ldr, hdr = tiny_store
+    info = read_store_info(path)
+    assert (info.n_pairs, info.patch_size, info.mask_alpha) == (12, 128, 0.96)
+    ds = PairDataset(info)
+    item = ds[(5, 1, 0)]  # horizontal flip
+    assert item["ldr"].dtype == torch.float32 and item["ldr"].shape == (3, 128, 128)
+    np.testing.assert_array_equal(item["ldr"].permute(1, 2, 0).numpy(), ldr[5, :, ::-1] / np.float32(255))
+    np.testing.assert_array_equal(item["hdr"].permute(1, 2, 0).numpy(), hdr[5, :, ::-1])
+    item = ds[(7, 0, 1)]  # vertical flip
+    np.testing.assert_array_equal(item["hdr"].permute(1, 2, 0).numpy(), hdr[7, ::-1])
+    # literal soft mask, Santos Fig. 2: 1 below alpha, linear ramp to 0 at 1.0
+    t = ldr[7, ::-1].astype(np.float64) / 255
+    expect = np.where(t <= 0.96, 1.0, (1 - t) / (1 - 0.96))
+    np.testing.assert_allclose(item["mask"].permute(1, 2, 0).numpy(), expect, atol=1e-5)
+    assert 0 < (item["mask"] < 1).float().mean() < 0.9  # the fixture really saturates
+
+
+def test_soft_mask_equals_camera_module():
+    camera = pytest.importorskip("hdrprep.camera")
+    if not hasattr(camera, "soft_mask"):
+        pytest.skip("hdrprep.camera.soft_mask not written yet")
+    from hdrprep.train.dataset import soft_mask
+
+    ldr = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    ref = np.asarray(camera.soft_mask(ldr, 0.96), dtype=np.float64)
+    ours = soft_mask(torch.from_numpy(ldr).float() / 255, 0.96).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_split_by_source_is_disjoint_and_seeded(tiny_store):
+    from hdrprep.train.dataset import read_store_info, split_by_source
+
+    info = read_store_info(tiny_store[0])
+    train, val = split_by_source(info, 0.25, seed=3)
+    source = np.array(info.index.column("source").to_pylist())
+    assert len(train) + len(val) == 12 and len(val) == 3
+    assert not set(source[train]) & set(source[val])
+    assert np.array_equal(val, split_by_source(info, 0.25, seed=3)[1])
+
+
+def test_stream_is_a_function_of_seed_and_position():
+    from hdrprep.train.dataset import StreamSampler
+
+    rows = np.arange(10, 17)
+    whole = list(StreamSampler(rows, seed=4, start=0, count=30))
+    assert whole[10:30] == list(StreamSampler(rows, seed=4, start=10, count=20))
+    assert sorted(k[0] for k in whole[:7]) == rows.tolist()  # each epoch is a permutation
+    assert whole != list(StreamSampler(rows, seed=5, start=0, count=30))
+    assert {k[1] for k in whole} == {0, 1}
+
+
+@pytest.mark.slow
+def test_batches_identical_with_0_and_2_workers(tiny_store):
+    from hdrprep.train.dataset import PairDataset, StreamSampler, make_loader, read_store_info
+
+    info = read_store_info(tiny_store[0])
+    ds = PairDataset(info)
+    ds[0]  # a handle opened in the parent must not leak into the workers
+
+    def batches(workers):
+        sampler = StreamSampler(np.arange(12), seed=7, start=2, count=20)
+        return list(make_loader(ds, sampler, batch_size=4, num_workers=workers))
+
+    b0, b2 = batches(0), batches(2)
+    assert len(b0) == len(b2) == 5
+    for x, y in zip(b0, b2):
+        for k in ("ldr", "hdr", "mask", "row"):
+            assert torch.equal(x[k], y[k])
+
+
+def test_refuses_foreign_or_unfinished_store(tmp_path):
+    import zarr
+
+    from hdrprep.errors import StoreError
+    from hdrprep.train.dataset import read_store_info
+
+    with pytest.raises(StoreError, match="not a Zarr v3 group"):
+        read_store_info(tmp_path)
+    zarr.open_group(str(tmp_path / "a.zarr"), mode="w", attributes={"hdrprep": {"format_version": 2}})
+    with pytest.raises(StoreError, match="format version 2"):
+        read_store_info(tmp_path / "a.zarr")
+    make_tiny_store(tmp_path / "b.zarr", n=3, size=32, pairs_per_shard=2)
+    g = zarr.open_group(str(tmp_path / "b.zarr"), mode="r+")
+    g.attrs["hdrprep"] = {**g.attrs["hdrprep"], "complete": False}
+    with pytest.raises(StoreError, match="not finished"):
+        read_store_info(tmp_path / "b.zarr")
+    json.dumps(dict(g.attrs))  # attributes stay plain JSON
