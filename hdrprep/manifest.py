@@ -47,8 +47,6 @@ __all__ = ["ManifestError", "Subsample", "TestSplit", "Dataset", "Selection", "M
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
-# Must agree with the suffixes the build discovers, or a manifest could name frames the build rejects.
-_HDR_SUFFIXES = (".exr", ".hdr")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOP_KEYS = {"version": "required, 1", "description": "optional text", "datasets": "required, a list"}
 _DATASET_KEYS = ("name", "licence", "path", "patterns", "url", "citation", "used_by", "note", "sequence",
@@ -184,13 +182,16 @@ class Dataset:
 
     def find_frames(self, root: Path) -> list[str]:
         """Frames under ``root`` (the dataset folder) matching ``patterns``, relative POSIX paths, sorted."""
+        # The build's own suffix list, so that the manifest never names a frame the build would not discover.
+        from hdrprep.io import HDR_SUFFIXES
+
         regexes = [_glob_regex(p) for p in self.patterns]
         found = []
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             base = Path(dirpath)
             for name in filenames:
-                if not name.lower().endswith(_HDR_SUFFIXES) or not (base / name).is_file():
+                if not name.lower().endswith(HDR_SUFFIXES) or not (base / name).is_file():
                     continue
                 rel = (base / name).relative_to(root).as_posix()
                 if any(r.match(rel) for r in regexes):
@@ -290,9 +291,8 @@ class Manifest:
             test += [f"{prefix}/{f}" for f in te]
             counts[ds.name] = {"found": len(frames), "training": len(tr), "test": len(te)}
         if skipped:
-            log.warning("data manifest: %d dataset(s) skipped, no folder under %s: %s", len(skipped), src,
-                        ", ".join(f"{n} ({p})" for n, p in ((d.name, d.path) for d in self.datasets)
-                                  if n in skipped))
+            log.warning("data manifest: skipped %d dataset(s) without a folder under %s: %s", len(skipped), src,
+                        ", ".join(skipped))
         if len(skipped) == len(self.datasets):
             raise ManifestError(f"none of the manifest's dataset folders exist under --src {src} "
                                 f"(expected e.g. {src / self.datasets[0].path}); point --src at their parent folder")
@@ -361,7 +361,8 @@ class _Checker:
 
 def _parse_dataset(chk: _Checker, i: int, raw: Any) -> Dataset:
     if not isinstance(raw, dict):
-        chk.fail(f"datasets[{i}]: ", "datasets", raw, "each dataset must be a mapping with name, licence, path, patterns")
+        chk.fail(f"datasets[{i}]: ", "datasets", raw,
+                 "each dataset must be a mapping with name, licence, path, patterns")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         chk.fail(f"datasets[{i}]: ", "name", name, "required; letters, digits, '.', '_' or '-', e.g. 'hdm-hdr-2014'")
@@ -455,7 +456,8 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
     seen: dict[str, int] = {}
     for i, ds in enumerate(datasets):
         if ds.name in seen:
-            chk.fail(f"datasets[{i}]: ", "name", ds.name, f"already used by datasets[{seen[ds.name]}]; names must be unique")
+            chk.fail(f"datasets[{i}]: ", "name", ds.name,
+                     f"already used by datasets[{seen[ds.name]}]; names must be unique")
         seen[ds.name] = i
     return Manifest(datasets=datasets, version=MANIFEST_VERSION, description=chk.text("", data, "description"),
                     source=source)
