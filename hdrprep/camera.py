@@ -165,14 +165,19 @@ class CameraParams:
             raise ValueError(f"CameraParams.from_dict: missing keys {missing}, unknown keys {unknown}")
         kwargs = {}
         for f in dataclasses.fields(cls):
+            kind, optional = _KINDS[f.type], "None" in f.type  # f.type is the annotation string
             v = d[f.name]
-            if isinstance(v, (float, np.floating)) and math.isnan(v) and "None" in str(f.type):
+            if optional and isinstance(v, (float, np.floating)) and math.isnan(v):
                 v = None  # Parquet readers may give NaN for a null float/int column
             if v is not None:
-                kind = str(f.type).split(" ")[0]
-                v = {"float": float, "int": int, "str": str}[kind](v)
+                if kind is int and isinstance(v, (float, np.floating)) and not float(v).is_integer():
+                    raise ValueError(f"CameraParams.from_dict: {f.name}={v!r} must be an integer")
+                v = kind(v)
             kwargs[f.name] = v
         return cls(**kwargs)
+
+
+_KINDS = {"float": float, "float | None": float, "int": int, "int | None": int, "str": str}
 
 
 class CurveTable:
@@ -436,6 +441,8 @@ def render(hdr: np.ndarray, params: CameraParams, cfg: CameraConfig,
     A step runs when it is switched on in ``cfg`` and its parameter is not the
     identity (``noise_sigma > 0``, a non-zero shift, ``jpeg_quality > 0``);
     :func:`sample_params` already zeroes the parameters of steps that are off.
+    The noise is ``noise_sigma * np.random.default_rng(noise_seed).standard_normal(
+    (h, w, 3), dtype=np.float32)``, so it depends on the window's shape.
 
     Parameters
     ----------

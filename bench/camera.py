@@ -1,0 +1,130 @@
+"""Benchmark of the virtual camera: ms per 512x512 patch, one thread.
+
+Usage: python bench/camera.py [PLOT.png] [--patches N]
+
+Renders N real 512x512 windows (from ../shared/data/hdr, or lognormal noise
+images where that is absent) with each step switched on alone and with the full
+camera, prints the median time per patch and the step's share of the full
+camera, and writes a plot of sampled camera curves to PLOT.png (default
+/tmp/curves.png).
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hdrprep.camera import apply_curve, exposure_for, render, sample_params, soft_mask  # noqa: E402
+from hdrprep.config import CameraConfig  # noqa: E402
+
+SIZE = 512
+HDR_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hdr"
+
+
+def windows(n, rng):
+    frames = []
+    for name in ("forest_slope_1k.hdr", "venice_sunset_1k.hdr", "kiara_1_dawn_1k.hdr", "moonless_golf_1k.hdr"):
+        img = cv2.imread(str(HDR_DIR / name), cv2.IMREAD_UNCHANGED)
+        if img is not None:
+            frames.append(np.ascontiguousarray(img[..., ::-1], dtype=np.float32))
+    if not frames:
+        print(f"(no fixtures at {HDR_DIR}: timing lognormal noise images)")
+        frames = [rng.lognormal(0, 2, (SIZE * 2, SIZE * 2, 3)).astype(np.float32)]
+    out = []
+    for i in range(n):
+        f = frames[i % len(frames)]
+        y, x = rng.integers(0, f.shape[0] - SIZE + 1), rng.integers(0, f.shape[1] - SIZE + 1)
+        out.append(np.ascontiguousarray(f[y:y + SIZE, x:x + SIZE]))
+    return out
+
+
+def median_ms(fn, items):
+    fn(items[0])  # warm-up
+    times = []
+    for it in items:
+        t0 = time.perf_counter()
+        fn(it)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def plot_curves(path, n_curves=40, seed=0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, 513, dtype=np.float32)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, curve in zip(axes, ("sigmoid", "gamma")):
+        cfg = CameraConfig(curve=curve)
+        for _ in range(n_curves):
+            p = sample_params(rng, cfg)
+            ax.plot(x, apply_curve(x, p), lw=0.7, alpha=0.7)
+        ax.plot(x, x, "k--", lw=1, label="identity")
+        title = ("sigmoid (1+s)H^n/(H^n+s), n~N(0.9,0.1), s~N(0.6,0.1)" if curve == "sigmoid"
+                 else f"gamma H^(1/g), g~U({cfg.gamma_min},{cfg.gamma_max})")
+        ax.set(title=f"{n_curves} sampled: {title}", xlabel="exposed linear H (1 = clipping point)",
+               ylabel="camera output", xlim=(0, 1), ylim=(0, 1.02))
+        ax.title.set_fontsize(8)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("plot", nargs="?", default="/tmp/curves.png")
+    ap.add_argument("--patches", type=int, default=50)
+    args = ap.parse_args(argv)
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(0)
+    wins = windows(args.patches, rng)
+    full = CameraConfig()
+    off = dict(noise=False, color_jitter=False, jpeg=False)
+    params = []
+    for w in wins:
+        p = sample_params(rng, full)
+        # steps that are on must not be skipped as identities: force non-zero draws
+        p = dataclasses.replace(p, exposure=exposure_for(w, p.clip_quantile), noise_sigma=max(p.noise_sigma, 1e-3),
+                                hue_shift=p.hue_shift or 1.0, sat_shift=p.sat_shift or 0.01)
+        params.append(p)
+    items = list(zip(wins, params))
+
+    def run(cfg):
+        return lambda it: render(it[0], it[1], cfg)
+
+    base = median_ms(run(CameraConfig(**off)), items)
+    rows = [("exposure_for (window)", median_ms(lambda it: exposure_for(it[0], it[1].clip_quantile), items), None),
+            ("exposure+curve+quantise (base)", base, None)]
+    for step in ("noise", "color_jitter", "jpeg"):
+        t = median_ms(run(CameraConfig(**{**off, step: True})), items)
+        rows.append((f"base + {step}", t, t - base))
+    t_full = median_ms(run(full), items)
+    rows.append(("full camera", t_full, None))
+    ldrs = [render(w, p, full)[0] for w, p in items[:5]]
+    rows.append(("soft_mask", median_ms(lambda ldr: soft_mask(ldr, full.mask_alpha), ldrs), None))
+
+    print(f"virtual camera, {SIZE}x{SIZE} patches, median over {len(items)}, cv2 threads 1, "
+          f"numpy {np.__version__}, opencv {cv2.__version__}")
+    print(f"{'step':34s} {'ms/patch':>9s} {'step alone':>11s} {'share of full':>14s}")
+    for name, t, alone in rows:
+        share = (alone if alone is not None else t) / t_full
+        alone_s = f"{alone:11.2f}" if alone is not None else " " * 11
+        print(f"{name:34s} {t:9.2f} {alone_s} {share:13.0%}")
+    plot_curves(args.plot)
+    print(f"curve plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
