@@ -42,7 +42,8 @@ import yaml
 
 from hdrprep.errors import ConfigError
 
-__all__ = ["ManifestError", "Subsample", "TestSplit", "Dataset", "Selection", "Manifest", "load_manifest", "parse_manifest"]
+__all__ = ["ManifestError", "Subsample", "TestSplit", "Dataset", "Selection", "Manifest", "load_manifest",
+           "parse_manifest"]
 
 log = logging.getLogger(__name__)
 
