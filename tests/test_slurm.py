@@ -187,3 +187,97 @@ def test_job_slurm_would_reject_fails_before_waiting(tmp_path, monkeypatch):
             pytest.fail("the cluster should not have started")
     assert "queue" in str(err.value) and time.monotonic() - t0 < 30
     assert _worker_jobs() == []
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _cli(args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "hdrprep", *map(str, args)], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"hdrprep {' '.join(map(str, args))} failed:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def _assert_same_store(ref: Path, other: Path) -> None:
+    """Byte-identical index, candidate table and arrays, and the same provenance counts."""
+    import pyarrow.parquet as pq
+    import zarr
+
+    for name in ("index.parquet", "candidates.parquet"):
+        assert (other / name).read_bytes() == (ref / name).read_bytes(), f"{name} differs from the local build"
+    assert pq.read_table(ref / "index.parquet").num_rows > 0, "the reference build kept no pairs: weak test"
+    a, b = zarr.open_group(ref, mode="r"), zarr.open_group(other, mode="r")
+    for name in ("ldr", "hdr"):
+        x, y = a[name][...], b[name][...]
+        assert (x.dtype, x.shape) == (y.dtype, y.shape)
+        assert x.tobytes() == y.tobytes(), f"array {name} differs from the local build"
+    pa, pb = a.attrs["hdrprep"], b.attrs["hdrprep"]
+    assert pb["complete"] is True
+    for key in ("config", "sources", "counts", "seed"):
+        assert pb[key] == pa[key], f"attribute hdrprep.{key} differs from the local build"
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> Path:
+    from hdrprep import synth
+
+    folder = tmp_path_factory.mktemp("frames")
+    synth.write_frames(folder, n=2, height=256, width=384)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_store(frames, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "s.zarr"
+    _cli(["build", "--src", frames, "--out", out, *BUILD_ARGS, "--scheduler", "synchronous"], cwd=out.parent)
+    return out
+
+
+@slurm_test
+def test_jobqueue_preset_builds_the_local_store(frames, local_store, tmp_path):
+    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue missing: pip install 'hdrprep[jobqueue]'")
+    out = tmp_path / "s.zarr"
+    r = _cli(["build", "--src", frames, "--out", out, *BUILD_ARGS, "--cluster", PRESET], cwd=tmp_path)
+    assert "kept pairs" in r.stdout
+    # the work ran on the SLURM jobs' workers: each job's output shows its worker registering
+    logs = sorted(tmp_path.glob("slurm-*.out"))
+    assert len(logs) == 2 and all("Registered to:" in p.read_text() for p in logs)
+    _assert_same_store(local_store, out)
+    assert _wait_gone([p.stem.split("-")[1] for p in logs]) == {}
+
+
+def _sbatch_wait(tmp_path: Path, export: str, *args: str, timeout: float = 300) -> tuple[int, str]:
+    """Submit the job script, wait for it; (exit code, job output)."""
+    name = f"hdrprep-test-{tmp_path.name}"
+    cpus = min(2, int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0]))
+    cmd = ["sbatch", "--wait", "--parsable", f"--job-name={name}", f"--output={tmp_path}/job-%j.out",
+           f"--cpus-per-task={cpus}", "--mem=4G", "--time=00:10:00", f"--export=ALL,{export}", str(JOB_SCRIPT), *args]
+    try:
+        r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["scancel", f"--name={name}"], timeout=20)
+        pytest.fail(f"sbatch --wait did not return in {timeout} s; job cancelled ({' '.join(cmd)})")
+    logs = list(tmp_path.glob("job-*.out"))
+    assert len(logs) == 1, f"no job output: {r.stdout} {r.stderr}"
+    return r.returncode, logs[0].read_text()
+
+
+@slurm_test
+def test_batch_job_script_builds_the_local_store(frames, local_store, tmp_path):
+    out = tmp_path / "s.zarr"
+    export = f"SRC={frames},OUT={out},PRESET=smoke"
+    if (Path(sys.prefix) / "bin" / "activate").is_file():
+        export += f",VENV={sys.prefix}"
+    rc, log = _sbatch_wait(tmp_path, export, "--limit-frames", "2")
+    assert rc == 0, log
+    assert "slurm-build: exit code 0" in log and "kept pairs" in log and f"store: {out}" in log
+    _assert_same_store(local_store, out)
+
+
+@slurm_test
+def test_batch_job_script_reports_a_bad_venv(tmp_path):
+    rc, log = _sbatch_wait(tmp_path, f"VENV={tmp_path / 'no-venv'}", timeout=120)
+    assert rc == 2
+    assert f"VENV={tmp_path / 'no-venv'} has no bin/activate" in log
