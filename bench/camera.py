@@ -45,14 +45,24 @@ def windows(n, rng):
     return out
 
 
-def median_ms(fn, items):
-    fn(items[0])  # warm-up
-    times = []
+def interleaved_ms(fns, items, repeats=3):
+    """Median over items of the best of ``repeats`` runs, ms, for each fn.
+
+    The functions take turns on each item, so a load spike on a shared machine
+    hits all of them alike instead of one row of the table.
+    """
+    for fn in fns.values():
+        fn(items[0])  # warm-up
+    times = {name: [] for name in fns}
     for it in items:
-        t0 = time.perf_counter()
-        fn(it)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+        for name, fn in fns.items():
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn(it)
+                best = min(best, time.perf_counter() - t0)
+            times[name].append(best)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def plot_curves(path, n_curves=40, seed=0):
@@ -100,23 +110,30 @@ def main(argv=None):
         params.append(p)
     items = list(zip(wins, params))
 
-    def run(cfg):
+    def run(**steps):
+        cfg = CameraConfig(**{**off, **steps})
         return lambda it: render(it[0], it[1], cfg)
 
-    base = median_ms(run(CameraConfig(**off)), items)
-    rows = [("exposure_for (window)", median_ms(lambda it: exposure_for(it[0], it[1].clip_quantile), items), None),
+    ms = interleaved_ms({
+        "exposure_for (window)": lambda it: exposure_for(it[0], it[1].clip_quantile),
+        "base": run(),
+        "noise": run(noise=True),
+        "color_jitter": run(color_jitter=True),
+        "jpeg": run(jpeg=True),
+        "full": run(noise=True, color_jitter=True, jpeg=True),
+    }, items)
+    ldrs = [render(w, p, full)[0] for w, p in items]
+    mask_ms = interleaved_ms({"soft_mask": lambda ldr: soft_mask(ldr, full.mask_alpha)}, ldrs)["soft_mask"]
+    base, t_full = ms["base"], ms["full"]
+    rows = [("exposure_for (window)", ms["exposure_for (window)"], None),
             ("exposure+curve+quantise (base)", base, None)]
-    for step in ("noise", "color_jitter", "jpeg"):
-        t = median_ms(run(CameraConfig(**{**off, step: True})), items)
-        rows.append((f"base + {step}", t, t - base))
-    t_full = median_ms(run(full), items)
+    rows += [(f"base + {step}", ms[step], ms[step] - base) for step in ("noise", "color_jitter", "jpeg")]
     rows.append(("full camera", t_full, None))
-    ldrs = [render(w, p, full)[0] for w, p in items[:5]]
-    rows.append(("soft_mask", median_ms(lambda ldr: soft_mask(ldr, full.mask_alpha), ldrs), None))
+    rows.append(("soft_mask (separate)", mask_ms, None))
 
     print(f"virtual camera, {SIZE}x{SIZE} patches, median over {len(items)}, cv2 threads 1, "
           f"numpy {np.__version__}, opencv {cv2.__version__}")
-    print(f"{'step':34s} {'ms/patch':>9s} {'step alone':>11s} {'share of full':>14s}")
+    print(f"{'step':34s} {'ms/patch':>9s} {'minus base':>11s} {'share of full':>14s}")
     for name, t, alone in rows:
         share = (alone if alone is not None else t) / t_full
         alone_s = f"{alone:11.2f}" if alone is not None else " " * 11

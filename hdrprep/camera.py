@@ -410,6 +410,8 @@ def apply_curve(x: np.ndarray, params: CameraParams, curves: CurveTable | None =
     x = np.ascontiguousarray(x, dtype=np.float32)
     if out is None:
         out = np.empty_like(x)
+    elif out.dtype != np.float32 or out.shape != x.shape or not out.flags.c_contiguous:
+        raise ValueError(f"apply_curve: out must be a C-contiguous float32 array of shape {x.shape}")
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)  # cv2 takes any length as a column
     if params.curve == "sigmoid":
         n, s = np.float32(params.curve_n), np.float32(params.curve_sigma)

@@ -247,6 +247,8 @@ def test_curves_match_their_formulas(table):
     out = x.copy()
     assert apply_curve(out, _curve_params("gamma", curve_gamma=2.2), out=out) is out
     np.testing.assert_allclose(out, x64 ** (1 / 2.2), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        apply_curve(x, _curve_params("linear"), out=np.empty((64, 3, 64), np.float32).transpose(0, 2, 1))
 
 
 def test_curve_table_formats_and_errors(tmp_path):
