@@ -8,6 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
+from test_train_store import one_torch_thread  # noqa: E402,F401
+
 
 def literal_masked_conv(x, m, w, b, stride, pad):
     """Santos Eq. 2-4 with explicit loops, float64: returns (W * (X M) + b, |W|/(||W||_1 + 1e-6) * M)."""

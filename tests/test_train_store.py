@@ -157,3 +157,12 @@ def test_refuses_foreign_or_unfinished_store(tmp_path):
     with pytest.raises(StoreError, match="not finished"):
         read_store_info(tmp_path / "b.zarr")
     json.dumps(dict(g.attrs))  # attributes stay plain JSON
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The test machines are small and shared: torch's thread pool only adds contention here."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

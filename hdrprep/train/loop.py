@@ -94,7 +94,7 @@ RUNTIME_OPTIONS = {"max_steps", "num_workers", "device", "val_every", "ckpt_ever
 
 def build_model(cfg: dict) -> MaskedUNet:
     """The model a checkpoint's ``config`` describes."""
-    return MaskedUNet(width=int(cfg["width"]), depth=int(cfg["depth"]))
+    return MaskedUNet(width=int(cfg["width"]), depth=int(cfg["depth"]), seed=int(cfg["seed"]))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -296,7 +296,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
             inst = ldr.shape[0] / max(now - tick, 1e-9)
             rate = inst if rate is None else 0.9 * rate + 0.1 * inst
             tick = now
-            loss = float(terms["total"])
+            loss = terms["total"].item()
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {step}; lower --lr or check the store "
                                          f"({data}) for extreme HDR values")
@@ -304,10 +304,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 log.write(json.dumps({"kind": "train", "step": step, "loss": loss,
-                                      **{k: float(terms[k]) for k in ("l_r", "l_vgg", "l_style")},
+                                      **{k: terms[k].item() for k in ("l_r", "l_vgg", "l_style")},
                                       "lr": optimizer.param_groups[0]["lr"], "pairs_per_s": rate}) + "\n")
                 log.flush()
-            if len(val_rows) and (step % cfg.val_every == 0 or step == cfg.max_steps):
+            # on schedule only: an extra validation at the end of a shorter run would step the
+            # lr scheduler and make a resumed run differ from an uninterrupted one
+            if len(val_rows) and step % cfg.val_every == 0:
                 result = _validate(model, loss_fn, dataset, val_rows, cfg, device,
                                    out / "previews" / f"step_{step:07d}.png")
                 scheduler.step(result["val_loss"])

@@ -70,9 +70,11 @@ class MaskedUNet(nn.Module):
     depth : int
         Number of stride-2 encoder layers (paper: 7); inputs are padded to a
         multiple of ``2**depth`` and the output cropped back.
+    seed : int
+        Seed of the Xavier-normal initialisation (biases start at 0).
     """
 
-    def __init__(self, width: int = 64, depth: int = 7):
+    def __init__(self, width: int = 64, depth: int = 7, seed: int = 0):
         super().__init__()
         if width < 1 or not 1 <= depth <= 10:
             raise ConfigError(f"invalid model size width={width}, depth={depth}: use width >= 1 and depth in 1..10 "
@@ -83,9 +85,10 @@ class MaskedUNet(nn.Module):
         self.enc = nn.ModuleList(MaskedConv2d(chans[i], chans[i + 1], kernels[i], 2) for i in range(depth))
         # dec[i] maps (upsampled level i+1 features, skip features of level i) to level i's width
         self.dec = nn.ModuleList(MaskedConv2d(chans[i + 1] + chans[i], chans[i], 3, 1) for i in range(depth))
+        gen = torch.Generator().manual_seed(seed)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.xavier_normal_(m.weight)
+                nn.init.xavier_normal_(m.weight, generator=gen)
                 nn.init.zeros_(m.bias)
 
     @property
