@@ -236,25 +236,18 @@ class StreamSampler(torch.utils.data.Sampler):
             pos += take
 
 
-def _collate(items):
-    return {
-        "ldr": torch.stack([it["ldr"] for it in items]),
-        "hdr": torch.stack([it["hdr"] for it in items]),
-        "mask": torch.stack([it["mask"] for it in items]),
-        "row": torch.tensor([it["row"] for it in items]),
-    }
-
-
 def make_loader(dataset: PairDataset, sampler, batch_size: int, num_workers: int = 0,
                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """DataLoader over ``sampler``'s keys; batches do not depend on ``num_workers``.
 
-    ``sampler`` is a :class:`StreamSampler` or any sequence of keys.
+    ``sampler`` is a :class:`StreamSampler` or any sequence of keys. Batches are dicts of
+    stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, P, P) float32, ``row`` (B,) int64);
+    torch's default collate stacks straight into shared memory inside workers.
     """
     if num_workers < 0:
         raise ConfigError(f"invalid value {num_workers!r} for 'num_workers': use 0 (main process) or more")
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=_collate,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         pin_memory=pin_memory, persistent_workers=False, drop_last=False,
         prefetch_factor=4 if num_workers else None,
     )

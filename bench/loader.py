@@ -1,0 +1,134 @@
+"""Trainer throughput: random pairs/s from a store with 0, 1, 2 DataLoader workers, and CPU train steps/s.
+
+    .venv/bin/python bench/loader.py [--pairs 256] [--size 512] [--train-steps 2]
+
+Builds a temporary store in the format-1 layout (blosc-zstd level 1, 16 pairs per
+shard, textured content like tests/test_train_store.py), then:
+1. reference: one pair at a time with plain ``zarr`` indexing (ldr[r], hdr[r]) in the main process;
+2. ``PairDataset`` + ``StreamSampler`` (random order, flips) through a DataLoader, batch 4,
+   with 0, 1 and 2 workers (goal: >= 200 pairs/s per worker process);
+3. full Santos model (width 64, depth 7) on 512x512 at batch 4, perceptual loss with a
+   randomly initialised VGG-19 loaded from a file: seconds per training step on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_store(path: Path, n: int, size: int, per_shard: int = 16, seed: int = 0) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    rng = np.random.default_rng(seed)
+    attrs = {"format_version": 1, "complete": True, "package_version": "bench", "seed": seed,
+             "config": {"camera": {"mask_alpha": 0.96}}}
+    zarr.open_group(str(path), mode="w", attributes={"hdrprep": attrs})
+    arrays = {name: zarr.create_array(store=str(path), name=name, shape=(n, size, size, 3), dtype=dt,
+                                      chunks=(1, size, size, 3), shards=(per_shard, size, size, 3), fill_value=0,
+                                      compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="shuffle",
+                                                              typesize=np.dtype(dt).itemsize)])
+              for name, dt in (("ldr", np.uint8), ("hdr", np.float16))}
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    for start in range(0, n, per_shard):  # one write per shard
+        m = min(per_shard, n - start)
+        hdr = np.empty((m, size, size, 3), np.float32)
+        for i in range(m):
+            base = 0.05 + 0.55 * (0.5 + 0.5 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + yy * rng.uniform(0.5, 2))))
+            img = base[..., None] * rng.uniform(0.6, 1.0, 3).astype(np.float32)
+            cy, cx, r = rng.uniform(0.2, 0.8, 3)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (0.1 + 0.2 * r) ** 2))
+            tex = 1 + 0.5 * np.sin(40 * np.pi * xx * rng.uniform(0.5, 1)) * np.sin(40 * np.pi * yy)
+            noise = rng.standard_normal((size, size, 3), dtype=np.float32) * 0.01
+            hdr[i] = np.maximum(img + (rng.uniform(2, 20) * blob * tex)[..., None] + noise, 0)
+        h16 = hdr.astype(np.float16)
+        arrays["hdr"][start:start + m] = h16
+        arrays["ldr"][start:start + m] = np.round(255 * np.clip(h16.astype(np.float32), 0, 1) ** (1 / 2.2))
+    pq.write_table(pa.table({"pair": np.arange(n), "source": [f"f{i // 8}" for i in range(n)],
+                             "shard": np.arange(n) // per_shard}), str(path / "index.parquet"))
+
+
+def bench_reference(path: Path, count: int) -> float:
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r")
+    ldr, hdr = g["ldr"], g["hdr"]
+    rows = np.random.default_rng(1).integers(0, ldr.shape[0], count)
+    t = time.perf_counter()
+    for r in rows:
+        ldr[r], hdr[r]
+    return count / (time.perf_counter() - t)
+
+
+def bench_loader(path: Path, workers: int, count: int, batch: int = 4) -> float:
+    from hdrprep.train.dataset import PairDataset, StreamSampler, make_loader, read_store_info
+
+    info = read_store_info(path)
+    sampler = StreamSampler(np.arange(info.n_pairs), seed=0, start=0, count=count + 4 * batch)
+    it = iter(make_loader(PairDataset(info), sampler, batch, num_workers=workers))
+    for _ in range(4):  # warm-up: worker start and first chunk reads
+        next(it)
+    t = time.perf_counter()
+    n = sum(b["ldr"].shape[0] for b in it)
+    return n / (time.perf_counter() - t)
+
+
+def bench_train(path: Path, steps: int, tmp: Path) -> tuple[float, float]:
+    from hdrprep.train.loss import SantosLoss, load_vgg19, vgg19_features
+    from hdrprep.train.dataset import PairDataset, StreamSampler, make_loader, read_store_info
+    from hdrprep.train.model import MaskedUNet
+
+    torch.save({f"features.{k}": v for k, v in vgg19_features().state_dict().items()}, tmp / "vgg19.pth")
+    info = read_store_info(path)
+    batches = make_loader(PairDataset(info), StreamSampler(np.arange(info.n_pairs), 0, 0, 4 * (steps + 1)), 4)
+    model = MaskedUNet(64, 7)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    loss_fn = SantosLoss(load_vgg19(tmp / "vgg19.pth"))
+    times = []
+    for b in batches:
+        t = time.perf_counter()
+        y = model(b["ldr"], b["mask"])
+        loss = loss_fn(y, b["ldr"], b["mask"], b["hdr"])["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    steady = times[1:] or times
+    return float(np.mean(steady)), times[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=256)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--count", type=int, default=160, help="pairs read per loader measurement")
+    ap.add_argument("--train-steps", type=int, default=2, help="timed training steps (0 = skip)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        make_store(tmp / "bench.zarr", args.pairs, args.size)
+        print(f"store: {args.pairs} pairs of {args.size}x{args.size}, built in {time.perf_counter() - t:.1f} s, "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        ref = bench_reference(tmp / "bench.zarr", args.count)
+        print(f"\n{'reader':<34}{'pairs/s':>10}{'per worker':>12}{'vs ref':>9}")
+        print(f"{'reference: zarr ldr[r], hdr[r]':<34}{ref:>10.1f}{ref:>12.1f}{1.0:>9.2f}")
+        for w in (0, 1, 2):
+            rate = bench_loader(tmp / "bench.zarr", w, args.count)
+            print(f"{f'DataLoader, {w} workers, batch 4':<34}{rate:>10.1f}{rate / max(w, 1):>12.1f}{rate / ref:>9.2f}")
+        if args.train_steps:
+            step, first = bench_train(tmp / "bench.zarr", args.train_steps, tmp)
+            print(f"\nfull model (64, depth 7), {args.size}x{args.size}, batch 4, perceptual loss, CPU: "
+                  f"{step:.2f} s/step = {1 / step:.3f} steps/s ({4 / step:.2f} pairs/s); first step {first:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
