@@ -135,6 +135,8 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
         record.update(status="skipped", reason=exc.reason, detail=exc.detail or str(exc))
     except OSError as exc:
         record.update(status="skipped", reason="unreadable", detail=f"{exc.strerror or exc}; check the file")
+    except ValueError as exc:  # e.g. an all-black frame has no exposure that clips 5-15 %
+        record.update(status="skipped", reason="no-signal", detail=f"{exc}; the frame cannot be exposed")
     record["candidates"] = len(cols.get("source", []))
     table = pa.table(cols) if cols else pa.table({})
     table = table.replace_schema_metadata({b"hdrprep.frame": json.dumps(record).encode()})
@@ -236,9 +238,10 @@ def _executor(workers: int | None, scheduler: str | None, cluster=None):
     else:
         n = workers or os.cpu_count() or 1
         threads = scheduler == "threads"
-        with LocalCluster(n_workers=1 if threads else n, threads_per_worker=n if threads else 1,
-                          processes=not threads, dashboard_address=None, env=_THREAD_ENV,
-                          silence_logs=40) as local, Client(local) as client:
+        kw = dict(n_workers=1, threads_per_worker=n) if threads else dict(n_workers=n, threads_per_worker=1,
+                                                                           env=_THREAD_ENV)
+        with LocalCluster(processes=not threads, dashboard_address=":0", silence_logs=40, **kw) as local, \
+                Client(local) as client:
             yield _Dask(client)
 
 

@@ -9,6 +9,11 @@ Seeding: a frame's random stream depends only on the global seed and the
 frame's key (its path relative to ``--src``), never on task order or worker
 count. Candidate ``j`` of a frame gets its own child stream, so its camera
 parameters do not depend on how many other candidates were drawn.
+
+Score of a candidate: Santos Algorithm 1 with H = the frame times the exposure
+(before the camera's colour jitter, so that D and G are computed once per frame
+when the exposure is per frame) and M = the soft mask of the candidate's final
+LDR (after noise, jitter and JPEG), so the mask is that of the stored LDR.
 """
 
 from __future__ import annotations
@@ -134,12 +139,13 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
         ldr, _ = render_pair(frame, r, c, size, p, config, curves)
         mask = camera.soft_mask(ldr, config.camera.mask_alpha)
         if config.camera.exposure_mode == "frame":
+            # one exposure for the frame: D and G are computed once, windows only fix their borders
             if scorer is None:
-                scorer = metric.FrameScorer(frame * np.float32(p.exposure), size, config.metric)
-            score = scorer.score(r, c, mask)
+                scorer = metric.FrameMetric(frame * np.float32(p.exposure), size, config.metric)
+            score = scorer.score(r, c, 1.0 - mask)
         else:
-            score = metric.window_score(frame[r:r + size, c:c + size] * np.float32(p.exposure), mask,
-                                        config.metric)
+            window = frame[r:r + size, c:c + size] * np.float32(p.exposure)
+            score = metric.FrameMetric(window, size, config.metric).score(0, 0, 1.0 - mask)
         row = dict(source=key, candidate=j, row=r, col=c, size=size, score=float(score),
                    saturated_fraction=float(metric.saturated_fraction(mask)), seed=config.seed)
         for name in CANDIDATE_COLUMNS:
