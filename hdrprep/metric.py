@@ -1,0 +1,353 @@
+"""Patch metric of Santos et al. 2020 (Algorithm 1) and the selection of candidates.
+
+For one candidate window of an HDR frame H (linear RGB in the camera's scale,
+i.e. already multiplied by the exposure) and the soft mask M of its LDR::
+
+    I = gray(H)                      OpenCV RGB2GRAY weights 0.299, 0.587, 0.114
+    L = log(I + 1)
+    B = cv2.bilateralFilter(L, -1, sigma_color=100, sigma_space=10)
+    D = L - B                        the detail layer
+    G = |Sobel_x D| + |Sobel_y D|    ksize 3, OpenCV's default border (REFLECT_101)
+    W = 1 - M                        (size, size, 3), > 0 where a channel is saturated
+    score = sum(G * W) / (size * size * 3)     normalisation 'patch'  (Algorithm 1)
+    score = sum(G * W) / sum(W)                normalisation 'saturated' (the text)
+
+computed on each window on its own (the window's edges are the filter's border).
+A window with sum(W) = 0 (no saturated pixel) scores 0 under 'saturated'.
+
+:class:`FrameMetric` computes D and G once per frame and then corrects, per
+window, only the band of R + 1 pixels (R = cvRound(1.5 sigma_space) = 15) along
+the window's edges where the per-window border differs from the frame; its
+'exact' mode matches the per-window OpenCV computation to float32 rounding (see
+``tests/test_metric.py`` for the stated tolerance), its 'frame' mode skips the
+band (faster; a few decisions near 0.85 differ, measured in ``bench/metric.py``).
+The bilateral filter is evaluated with its range weight expanded to a Taylor
+polynomial (order picked from the frame's log range, see ``hdrprep._kernels``).
+
+Threads: the kernels use Numba threads (``set_threads``); run one thread per
+Dask worker process and set ``NUMBA_NUM_THREADS`` in the worker's environment
+*before* numba is imported there (``numba.set_num_threads`` can only lower it,
+and it applies to the calling thread only). With one thread the kernels run
+serially without starting Numba's thread pool.
+"""
+
+import math
+
+import numpy as np
+
+from hdrprep.config import MetricConfig, SelectConfig
+
+__all__ = ["FrameMetric", "score_from_gradient", "saturated_fraction", "select", "set_threads"]
+
+# Largest allowed truncation of the range weight's Taylor series: the first
+# omitted term x^(n+1) / (n+1)! at the frame's largest x = c * (Lmax - Lmin)^2.
+_TAYLOR_TOL = 1e-4
+_MAX_ORDER = 5
+_TILE = 128  # frame columns per tile: the tile's ring buffer stays in L2
+
+
+def _kernels():
+    """The Numba kernel module, imported on first use (it imports numba)."""
+    from hdrprep import _kernels
+
+    return _kernels
+
+
+def set_threads(n: int) -> None:
+    """Cap Numba and OpenCV threads of the calling thread at ``n``.
+
+    ``n`` cannot exceed ``NUMBA_NUM_THREADS`` (default: the core count), which
+    must be set in the environment before numba is imported, e.g. in the
+    environment of Dask worker processes; Numba's setting is per thread, so call
+    this in the thread that runs the metric.
+    """
+    import cv2
+    import numba
+
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    if n > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"threads={n} exceeds NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}; set "
+            f"NUMBA_NUM_THREADS={n} in the environment before numba is imported"
+        )
+    numba.set_num_threads(int(n))
+    cv2.setNumThreads(int(n))
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def _radius(sigma_space: float) -> int:
+    """OpenCV's radius for d <= 0: cvRound(1.5 sigma_space) (half to even), at least 1."""
+    return max(1, round(1.5 * sigma_space))
+
+
+def _taylor_order(c: float, log_range: float, sigma_color: float) -> int:
+    x = c * log_range * log_range
+    for n in range(1, _MAX_ORDER + 1):
+        if x ** (n + 1) / math.factorial(n + 1) <= _TAYLOR_TOL:
+            return n
+    raise ValueError(
+        f"metric.sigma_color={sigma_color} is too small for this frame's log-luminance range "
+        f"{log_range:.3g}: the bilateral range weight would need a Taylor order above {_MAX_ORDER}; "
+        f"use sigma_color >= {log_range / math.sqrt(2 * 0.5):.3g} (paper: 100)"
+    )
+
+
+class FrameMetric:
+    """Scores of candidate windows of one HDR frame (Santos et al. 2020, Algorithm 1).
+
+    Parameters
+    ----------
+    hdr : ndarray, (Hf, Wf, 3), float32 (float16/float64 are converted)
+        Linear RGB in the camera's scale (times the exposure used for every
+        window of this frame), finite and >= 0 (gray(H) > -1 is what is needed).
+    size : int
+        Window side in pixels, at most min(Hf, Wf).
+    config : MetricConfig, optional
+        sigma_color, sigma_space, normalisation and mode; default MetricConfig().
+
+    Attributes
+    ----------
+    radius : int
+        Radius of the bilateral filter's circular window.
+    order : int
+        Taylor order of the range weight used for this frame.
+    """
+
+    def __init__(self, hdr, size: int = 512, config: MetricConfig | None = None):
+        k = _kernels()
+        cfg = MetricConfig() if config is None else config
+        if not isinstance(cfg, MetricConfig):
+            raise TypeError(f"config must be a MetricConfig, got {type(cfg).__name__}")
+        hdr = np.asarray(hdr)
+        if hdr.ndim != 3 or hdr.shape[2] != 3:
+            raise ValueError(f"hdr must have shape (height, width, 3), got {hdr.shape}")
+        if not np.issubdtype(hdr.dtype, np.floating):
+            raise ValueError(f"hdr must be floating point linear RGB, got dtype {hdr.dtype}")
+        size = int(size)
+        if not 2 <= size <= min(hdr.shape[:2]):
+            raise ValueError(
+                f"window size {size} does not fit the frame {hdr.shape[1]}x{hdr.shape[0]}; "
+                f"use a size in [2, {min(hdr.shape[:2])}] or skip the frame"
+            )
+        hdr = np.ascontiguousarray(hdr, dtype=np.float32)
+        self.config = cfg
+        self.size = size
+        self.shape = hdr.shape[:2]
+        L = np.empty(self.shape, np.float32)
+        k.log_luminance(hdr, L)
+        lo, hi = float(L.min()), float(L.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(
+                "hdr contains NaN or Inf (or a gray level <= -1, where log(I + 1) is undefined); "
+                "read it with ingest nonfinite='repair' and negative='clamp', or fix the frame"
+            )
+        R = _radius(cfg.sigma_space)
+        c = 0.5 / (cfg.sigma_color * cfg.sigma_color)
+        order = _taylor_order(c, hi - lo, cfg.sigma_color)
+        j = np.arange(R + 1)
+        g = np.exp(-(j * j) * (0.5 / (cfg.sigma_space * cfg.sigma_space))).astype(np.float32)
+        row_width = np.array([math.isqrt(R * R - i * i) for i in range(R + 1)], np.int64)
+        used = sorted(set(row_width.tolist()))
+        width_slot = np.full(R + 1, -1, np.int64)
+        width_slot[used] = np.arange(len(used))
+        g64 = g.astype(np.float64)
+        kernel_sum = float(sum(g64[i] * (g64[0] + 2 * g64[1:row_width[i] + 1].sum()) * (1 if i == 0 else 2)
+                               for i in range(R + 1)))
+        taylor = np.array([(-c) ** m / math.factorial(m) for m in range(order + 1)])
+        binom = np.array([[math.comb(a, b) for b in range(2 * order + 1)] for a in range(2 * order + 1)],
+                         np.float64)
+        self.radius = R
+        self.order = order
+        self._L = L
+        self._ref = 0.5 * (lo + hi)  # centre of L: keeps the float32 powers small
+        self._params = (g, row_width, width_slot, len(used), kernel_sum, taylor, binom)
+        self._D = np.empty(self.shape, np.float32)
+        self._G = np.empty(self.shape, np.float32)
+        if _threads() > 1:
+            k.frame_gradient_parallel(L, _TILE, self._ref, *self._params, self._D, self._G)
+        else:
+            for x0 in range(0, self.shape[1], _TILE):
+                k.frame_detail_tile(L, x0, min(self.shape[1], x0 + _TILE), self._ref, *self._params,
+                                    self._D)
+            k.sobel_abs(self._D, 0, self.shape[0], 0, self.shape[1], self._G)
+        self._LT = np.ascontiguousarray(L.T) if cfg.mode == "exact" else L
+        self._dwin = np.empty((size, size), np.float32)
+        self._gwin = np.empty((size, size), np.float32)
+
+    def _corner(self, row, col) -> tuple[int, int]:
+        r, c = int(row), int(col)
+        if r != row or c != col or not (0 <= r <= self.shape[0] - self.size and 0 <= c <= self.shape[1] - self.size):
+            raise ValueError(
+                f"window corner (row={row}, col={col}) of size {self.size} is outside the frame "
+                f"{self.shape[1]}x{self.shape[0]}; rows must be in [0, {self.shape[0] - self.size}] "
+                f"and columns in [0, {self.shape[1] - self.size}]"
+            )
+        return r, c
+
+    def _weights(self, weights, batch: bool) -> np.ndarray:
+        weights = np.asarray(weights)
+        want = (self.size, self.size, 3)
+        if weights.shape[batch:] != want or (batch and weights.ndim != 4):
+            raise ValueError(f"weights (1 - M) must have shape {('K',) * batch + want}, got {weights.shape}")
+        return np.ascontiguousarray(weights, dtype=np.float32)
+
+    def _band(self, r: int, c: int) -> None:
+        """Fill the band of ``self._gwin`` for the window at (r, c) (exact mode)."""
+        _kernels().window_band(self._L, self._LT, self._D, r, c, self.size, self._ref, *self._params,
+                               self._dwin, self._gwin)
+
+    def gradient(self, row: int, col: int) -> np.ndarray:
+        """G = |Sobel_x D| + |Sobel_y D| of the window at (row, col): (size, size) float32, >= 0.
+
+        In 'exact' mode the window's own borders are used (as the per-window
+        oracle does); in 'frame' mode it is a crop of the frame's G.
+        """
+        r, c = self._corner(row, col)
+        out = self._G[r:r + self.size, c:c + self.size].copy()
+        if self.config.mode == "exact":
+            self._band(r, c)
+            s, b = self.size, self.radius + 1
+            if _kernels().whole_window(s, self.radius):
+                out[:] = self._gwin
+            else:
+                for sl in (np.s_[:b, :], np.s_[s - b:, :], np.s_[:, :b], np.s_[:, s - b:]):
+                    out[sl] = self._gwin[sl]
+        return out
+
+    def score(self, row: int, col: int, weights) -> float:
+        """Score of one window; ``weights`` = 1 - M, (size, size, 3) float32 in [0, 1]."""
+        r, c = self._corner(row, col)
+        weights = self._weights(weights, batch=False)
+        band = 0
+        if self.config.mode == "exact":
+            self._band(r, c)
+            band = self.radius + 1
+        return float(_kernels().score_window(self._G, self._gwin, r, c, weights, band,
+                                             self.config.normalisation == "patch"))
+
+    def scores(self, corners, weights) -> np.ndarray:
+        """Scores of K windows: corners (K, 2) int (row, col), weights (K, size, size, 3).
+
+        Returns (K,) float64. Uses Numba threads over windows when more than one
+        thread is allowed; the result does not depend on the thread count.
+        """
+        corners = np.asarray(corners)
+        if corners.ndim != 2 or corners.shape[1] != 2:
+            raise ValueError(f"corners must have shape (K, 2) (row, col), got {corners.shape}")
+        checked = np.array([self._corner(r, c) for r, c in corners.tolist()], np.int64).reshape(-1, 2)
+        weights = self._weights(weights, batch=True)
+        if weights.shape[0] != checked.shape[0]:
+            raise ValueError(f"{checked.shape[0]} corners but {weights.shape[0]} weight arrays")
+        if _threads() > 1:
+            out = np.empty(checked.shape[0])
+            _kernels().scores_parallel(self._L, self._LT, self._D, self._G, checked, weights,
+                                       self.config.mode == "exact", self.config.normalisation == "patch",
+                                       self._ref, *self._params, out)
+            return out
+        return np.array([self.score(r, c, w) for (r, c), w in zip(checked.tolist(), weights)])
+
+
+def score_from_gradient(gradient, weights, normalisation: str = "saturated") -> float:
+    """Score of a window from its G (size, size) and weights W = 1 - M (size, size, 3).
+
+    'patch': sum(G W) / (size * size * 3); 'saturated': sum(G W) / sum(W), 0 when
+    sum(W) = 0.
+    """
+    if normalisation not in ("saturated", "patch"):
+        raise ValueError(f"normalisation must be 'saturated' or 'patch', got {normalisation!r}")
+    G = np.ascontiguousarray(gradient, dtype=np.float32)
+    W = np.ascontiguousarray(weights, dtype=np.float32)
+    if G.ndim != 2 or W.shape != G.shape + (3,):
+        raise ValueError(f"gradient (h, w) and weights (h, w, 3) do not match: {G.shape}, {W.shape}")
+    return float(_kernels().score_window(G, G, 0, 0, W, 0, normalisation == "patch"))
+
+
+def saturated_fraction(mask) -> float:
+    """Share of pixels with a saturated channel: any channel of 1 - M > 0.
+
+    Parameters
+    ----------
+    mask : ndarray, (h, w, 3), float in [0, 1]
+        Soft mask M of the LDR window (1 = well exposed).
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 3 or mask.shape[2] != 3 or mask.size == 0:
+        raise ValueError(f"mask must have shape (height, width, 3), got {mask.shape}")
+    return float(_kernels().saturated_fraction(np.ascontiguousarray(mask, dtype=np.float32)))
+
+
+def select(score, saturated, frame, index, config: SelectConfig | None = None) -> np.ndarray:
+    """Which candidates become training pairs.
+
+    Parameters
+    ----------
+    score, saturated : array_like, (N,) float
+        Metric score and saturated fraction of each candidate (numpy arrays or
+        pyarrow columns).
+    frame : array_like, (N,)
+        Frame key of each candidate (str or int); used for the per-frame cap and
+        for ties.
+    index : array_like, (N,) int
+        Candidate index within its frame; breaks ties.
+    config : SelectConfig, optional
+
+    Returns
+    -------
+    keep : ndarray, (N,) bool
+
+    Notes
+    -----
+    ``keep_all`` keeps everything. Otherwise a candidate is eligible when its
+    saturated fraction is above ``min_saturated_fraction`` (default 0: at least
+    one saturated pixel) and its score is >= ``threshold``. With
+    ``per_frame_cap`` only the best ``per_frame_cap`` eligible candidates of
+    each frame stay eligible; with ``target_pairs`` the best ``target_pairs``
+    eligible candidates overall are kept. "Best" orders by score (descending),
+    then frame key, then index, so ties are decided the same way on every run.
+    """
+    cfg = SelectConfig() if config is None else config
+    score = np.asarray(score, dtype=np.float64)
+    saturated = np.asarray(saturated, dtype=np.float64)
+    frame = np.asarray(frame)
+    index = np.asarray(index)
+    n = score.shape[0]
+    for name, arr in (("score", score), ("saturated", saturated), ("frame", frame), ("index", index)):
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise ValueError(f"{name} must be a 1-D array of length {n} (one per candidate), got shape {arr.shape}")
+    if np.isnan(score).any() or np.isnan(saturated).any():
+        raise ValueError(
+            f"{int(np.isnan(score).sum())} scores and {int(np.isnan(saturated).sum())} saturated fractions "
+            "are NaN; recompute them from finite HDR frames and masks"
+        )
+    if cfg.keep_all:
+        return np.ones(n, bool)
+    keep = (saturated > cfg.min_saturated_fraction) & (score >= cfg.threshold)
+    if cfg.per_frame_cap is None and cfg.target_pairs is None:
+        return keep
+    _, frame_code = np.unique(frame, return_inverse=True)
+    frame_code = frame_code.reshape(-1)
+    order = np.lexsort((index, frame_code, -score))  # best first, deterministic ties
+    order = order[keep[order]]
+    if cfg.per_frame_cap is not None:
+        # rank of each candidate within its frame, in the best-first order
+        fc = frame_code[order]
+        by_frame = np.argsort(fc, kind="stable")
+        sorted_fc = fc[by_frame]
+        rank = np.empty(order.shape[0], np.int64)
+        rank[by_frame] = np.arange(order.shape[0]) - np.searchsorted(sorted_fc, sorted_fc, "left")
+        order = order[rank < cfg.per_frame_cap]
+    if cfg.target_pairs is not None:
+        order = order[:cfg.target_pairs]
+    out = np.zeros(n, bool)
+    out[order] = True
+    return out
