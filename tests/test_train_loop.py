@@ -76,6 +76,13 @@ def test_checkpoint_contents_previews_and_refusals(store, tmp_path):
         train(store, tmp_path / "run", no_perceptual=True, max_steps=4, **TINY)
     with pytest.raises(ConfigError, match="width=16"):
         train(store, tmp_path / "run", no_perceptual=True, max_steps=4, resume=True, **{**TINY, "width": 16})
+    with pytest.raises(ConfigError, match="do not fit"):
+        train(store, tmp_path / "run16", init=res["last"], no_perceptual=True, max_steps=1, **{**TINY, "width": 16})
+    # --init with lr 0: the new run's weights are exactly the initial checkpoint's
+    init = train(store, tmp_path / "run2", init=res["last"], no_perceptual=True, max_steps=1, lr=1e-30,
+                 val_fraction=0.0, **TINY)
+    new = torch.load(init["last"], weights_only=True)["model"]
+    assert all(torch.allclose(new[k], ckpt["model"][k], rtol=0, atol=1e-20) for k in new)
 
 
 def test_perceptual_training_step_with_vgg_from_file(store, tmp_path):

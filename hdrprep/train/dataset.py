@@ -153,6 +153,10 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __init__(self, info: StoreInfo):
         self.info = info
+        # the mask of each 8-bit level; per-item work stays in single-threaded numpy, so
+        # workers and the main process never contend through torch's intra-op thread pool
+        levels = torch.arange(256, dtype=torch.float32) / 255.0
+        self._mask_lut = soft_mask(levels, info.mask_alpha).numpy()
         self._arrays = None
         self._pid = None
 
@@ -199,9 +203,12 @@ class PairDataset(torch.utils.data.Dataset):
             ldr, hdr = pairs[row]
             # flip and transpose the small uint8 / float16 arrays, convert once
             view = (slice(None, None, -1 if fv else 1), slice(None, None, -1 if fh else 1))
-            ldr = torch.from_numpy(np.ascontiguousarray(ldr[view].transpose(2, 0, 1))).float().div_(255.0)
-            hdr = torch.from_numpy(np.ascontiguousarray(hdr[view].transpose(2, 0, 1))).float()
-            items.append({"ldr": ldr, "hdr": hdr, "mask": soft_mask(ldr.clone(), self.info.mask_alpha), "row": row})
+            ldr8 = np.ascontiguousarray(ldr[view].transpose(2, 0, 1))
+            t = ldr8.astype(np.float32)
+            t /= np.float32(255.0)
+            items.append({"ldr": torch.from_numpy(t), "mask": torch.from_numpy(self._mask_lut[ldr8]),
+                          "hdr": torch.from_numpy(np.ascontiguousarray(hdr[view].transpose(2, 0, 1), dtype=np.float32)),
+                          "row": row})
         return items
 
 

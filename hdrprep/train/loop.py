@@ -120,6 +120,21 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return ckpt
 
 
+def _load_init(model: MaskedUNet, path) -> None:
+    """Start weights from an hdrprep checkpoint or a plain state dict of the same architecture."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"--init {path}: cannot be read as a weights-only torch file ({exc})") from exc
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"--init {path}: weights do not fit a MaskedUNet(width={model.width}, depth={model.depth}); "
+                          f"pass the --width/--depth it was trained with ({str(exc).splitlines()[0]})") from exc
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -244,7 +259,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
     loss_fn = SantosLoss(vgg, cfg.lambda_r, cfg.lambda_p, cfg.lambda_vgg, cfg.lambda_style, cfg.mu).to(device)
     model = build_model(dataclasses.asdict(cfg))
     if init is not None:
-        model.load_state_dict(load_checkpoint(init)["model"])
+        _load_init(model, init)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_factor,
@@ -285,7 +300,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
             ldr, hdr, mask = _to(batch, device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 y_hat = model(ldr, mask)
-                terms = loss_fn(y_hat.float(), ldr, mask, hdr)
+            # the loss stays float32: exp(Y_hat) and the Gram sums (easily > 65504) overflow float16
+            terms = loss_fn(y_hat.float(), ldr, mask, hdr)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["total"]).backward()
             scaler.step(optimizer)
