@@ -173,9 +173,9 @@ def load_cluster_spec(path: str | Path) -> ClusterSpec:
                                             f"give at least 1GB per core (santos2020 needs about 1GB each)")
     walltime = str(data["walltime"])
     if not _WALLTIME.match(walltime):
-        # YAML 1.1 reads an unquoted 02:00:00 as the base-60 number 7200
+        # YAML 1.1 reads an unquoted 2:00:00 as the base-60 number 7200
         raise bad("walltime", data["walltime"], "write it as HH:MM:SS in quotes, e.g. \"02:00:00\" "
-                                                "(unquoted, YAML reads 02:00:00 as a number)")
+                                                "(unquoted, YAML reads 2:00:00 as the number 7200)")
     strings = {}
     for key in ("queue", "account", "local_directory", "log_directory", "scheduler_host", "interface", "python"):
         v = data.get(key)
