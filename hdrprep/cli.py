@@ -105,24 +105,29 @@ def build(src, out, preset, workers, scheduler, cluster_spec, manifest, overwrit
 @main.command()
 @click.option("--out", default="hdrprep-demo", show_default=True, type=click.Path(path_type=Path),
               help="Folder for the generated frames, the store and a contact sheet.")
-@click.option("--frames", "n_frames", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--frames", "n_frames", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--patches-per-frame", default=60, show_default=True, type=click.IntRange(min=1))
 @click.option("--preset", default="santos2020", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1))
 @click.option("--quiet", is_flag=True)
-def demo(out, n_frames, preset, workers, quiet):
+def demo(out, n_frames, patches_per_frame, preset, workers, quiet):
     """Build a store from procedurally generated HDR frames (no data needed)."""
     from hdrprep import build as build_mod, synth
     from hdrprep.config import load_preset
+    from hdrprep.preview import contact_sheet
 
     try:
+        config = load_preset(preset).override(**{"sampling.patches_per_frame": patches_per_frame})
         frames = out / "frames"
         synth.write_frames(frames, n_frames)
-        report = build_mod.build(frames, out / "shards.zarr", load_preset(preset), workers=workers,
-                                 progress=not quiet, overwrite=True)
+        report = build_mod.build(frames, out / "shards.zarr", config, workers=workers, progress=not quiet,
+                                 overwrite=True)
+        sheet = contact_sheet(out / "shards.zarr", out / "contact_sheet.png", n=24) if report["counts"]["kept"] \
+            else None
     except HdrprepError as exc:
         _fail(exc)
     click.echo(_summary(report))
-    click.echo(f"store: {out / 'shards.zarr'}")
+    click.echo(f"store: {out / 'shards.zarr'}" + (f"\ncontact sheet: {sheet}" if sheet else ""))
 
 
 @main.command()

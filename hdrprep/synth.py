@@ -76,7 +76,7 @@ def make_frame(rng: np.random.Generator, height: int = 1024, width: int = 1536) 
     fy0 = int(horizon - rng.uniform(0.2, 0.45) * h)
     facade = 0.05 + 0.03 * _value_noise(rng, (h, w), octaves=6, base_cells=16)
     img[max(fy0, 0):horizon, fx0:fx1] = facade[max(fy0, 0):horizon, fx0:fx1, None] * np.array([1, 0.9, 0.8])
-    win_w = int(rng.integers(24, 64))
+    win_w = int(rng.integers(48, 128))
     interior = np.clip(_value_noise(rng, (h, w), octaves=6, base_cells=24), -1, 1)
     blinds = 0.5 + 0.5 * np.sin(yy * rng.uniform(0.5, 1.5))
     for wy in range(max(fy0, 0) + 10, horizon - win_w, int(win_w * 1.6)):
