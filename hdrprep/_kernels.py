@@ -324,16 +324,16 @@ def normalise(tot, wsum, count, patch):
 
 @njit(cache=True, nogil=True)
 def score_window(G, gwin, r0, c0, W, band, patch):
-    """Score of the window at (r0, c0) with weights W (size, size, 3).
+    """Score of the window at (r0, c0) with weights W (size, size, 3) (any (h, w, 3) if band = 0).
 
     band = 0: G from the frame everywhere ('frame' mode). band = R + 1: the band
     of that width from ``gwin`` (from :func:`window_band`), the interior from the
     frame's G.
     """
     s = W.shape[0]
-    count = s * s * 3
+    count = W.size
     if band == 0:
-        tot, wsum = _weighted_sum(G, r0, c0, W, 0, s, 0, s)
+        tot, wsum = _weighted_sum(G, r0, c0, W, 0, W.shape[0], 0, W.shape[1])
         return normalise(tot, wsum, count, patch)
     if whole_window(s, band - 1):
         tot, wsum = _weighted_sum(gwin, 0, 0, W, 0, s, 0, s)

@@ -1,0 +1,108 @@
+"""Selection of candidates (hdrprep.metric.select) against a plain-Python reference."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from hdrprep.config import SelectConfig
+from hdrprep.metric import select
+
+
+def reference(score, saturated, frame, index, cfg):
+    """The rules written out one candidate at a time."""
+    n = len(score)
+    if cfg.keep_all:
+        return np.ones(n, bool)
+    eligible = [i for i in range(n) if saturated[i] > cfg.min_saturated_fraction and score[i] >= cfg.threshold]
+    if cfg.per_frame_cap is None and cfg.target_pairs is None:
+        return np.isin(np.arange(n), eligible)
+    best_first = sorted(eligible, key=lambda i: (-score[i], frame[i], index[i]))
+    if cfg.per_frame_cap is not None:
+        taken = {}
+        capped = []
+        for i in best_first:
+            if taken.get(frame[i], 0) < cfg.per_frame_cap:
+                taken[frame[i]] = taken.get(frame[i], 0) + 1
+                capped.append(i)
+        best_first = capped
+    if cfg.target_pairs is not None:
+        best_first = best_first[:cfg.target_pairs]
+    return np.isin(np.arange(n), best_first)
+
+
+def candidates(seed, n=600, frames=17):
+    rng = np.random.default_rng(seed)
+    frame = np.array([f"frame_{k:03d}.exr" for k in rng.integers(0, frames, n)])
+    index = rng.integers(0, 250, n)
+    score = np.round(rng.gamma(2.0, 0.5, n), 2)  # rounded: many exact ties
+    saturated = np.where(rng.random(n) < 0.3, 0.0, rng.random(n) * 0.2)
+    return score, saturated, frame, index
+
+
+CONFIGS = [
+    SelectConfig(),
+    SelectConfig(threshold=0.5, min_saturated_fraction=0.05),
+    SelectConfig(threshold=0.0, target_pairs=100),
+    SelectConfig(target_pairs=40, per_frame_cap=3),
+    SelectConfig(per_frame_cap=2),
+    SelectConfig(threshold=0.0, target_pairs=10_000),
+    SelectConfig(keep_all=True),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=range(len(CONFIGS)))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_reference(cfg, seed):
+    score, saturated, frame, index = candidates(seed)
+    keep = select(score, saturated, frame, index, cfg)
+    assert keep.dtype == bool and keep.shape == score.shape
+    assert np.array_equal(keep, reference(score, saturated, frame, index, cfg))
+
+
+def test_default_rules():
+    """Default: at least one saturated pixel and score >= 0.85 (>= is inclusive)."""
+    score = np.array([0.85, 0.85, 0.8499, 2.0, 3.0])
+    saturated = np.array([0.01, 0.0, 0.5, 1e-6, 0.0])
+    keep = select(score, saturated, np.zeros(5, int), np.arange(5))
+    assert keep.tolist() == [True, False, False, True, False]
+
+
+def test_ties_are_deterministic_and_order_independent():
+    """Equal scores: the lower frame key, then the lower index wins, whatever the row order."""
+    score = np.full(6, 1.0)
+    saturated = np.full(6, 0.1)
+    frame = np.array(["b", "a", "b", "a", "c", "a"])
+    index = np.array([0, 5, 1, 2, 0, 9])
+    cfg = SelectConfig(target_pairs=3)
+    keep = select(score, saturated, frame, index, cfg)
+    assert sorted(zip(frame[keep], index[keep])) == [("a", 2), ("a", 5), ("a", 9)]
+    perm = np.random.default_rng(0).permutation(6)
+    keep_perm = select(score[perm], saturated[perm], frame[perm], index[perm], cfg)
+    assert sorted(zip(frame[perm][keep_perm], index[perm][keep_perm])) == [("a", 2), ("a", 5), ("a", 9)]
+
+
+def test_per_frame_cap_spreads_the_pairs():
+    score = np.array([9.0, 8.0, 7.0, 6.0, 1.0, 0.9])
+    frame = np.array(["bright"] * 4 + ["dim"] * 2)
+    keep = select(score, np.full(6, 0.2), frame, np.arange(6), SelectConfig(threshold=0.0, target_pairs=4,
+                                                                           per_frame_cap=2))
+    assert keep.tolist() == [True, True, False, False, True, True]
+
+
+def test_pyarrow_columns_and_integer_frames():
+    score, saturated, frame, index = candidates(3, n=200)
+    table = pa.table({"score": score, "sat": saturated, "frame": frame, "index": index})
+    cfg = SelectConfig(target_pairs=25, per_frame_cap=4)
+    keep = select(table["score"], table["sat"], table["frame"], table["index"], cfg)
+    assert np.array_equal(keep, select(score, saturated, frame, index, cfg))
+    codes = np.unique(frame, return_inverse=True)[1]  # same order as the strings
+    assert np.array_equal(select(score, saturated, codes, index, cfg), keep)
+
+
+def test_empty_and_bad_inputs():
+    assert select(np.array([]), np.array([]), np.array([], str), np.array([], int),
+                  SelectConfig(target_pairs=5, per_frame_cap=1)).shape == (0,)
+    with pytest.raises(ValueError, match="length 3"):
+        select(np.ones(3), np.ones(2), np.zeros(3), np.arange(3))
+    with pytest.raises(ValueError, match="NaN"):
+        select(np.array([1.0, np.nan]), np.ones(2), np.zeros(2), np.arange(2))
