@@ -6,7 +6,9 @@ Builds a temporary store in the format-1 layout (blosc-zstd level 1, 16 pairs pe
 shard, textured content like tests/test_train_store.py), then:
 1. reference: one pair at a time with plain ``zarr`` indexing (ldr[r], hdr[r]) in the main process;
 2. ``PairDataset`` + ``StreamSampler`` (random order, flips) through a DataLoader, batch 4,
-   with 0, 1 and 2 workers (goal: >= 200 pairs/s per worker process);
+   with 0, 1 and 2 workers (goal: >= 200 pairs/s per worker process), items as float32
+   (ldr, hdr, mask) and as compact uint8/float16 expanded in the main process (``expand_batch``,
+   the trainer's path; on a GPU the expansion would run on the device);
 3. full Santos model (width 64, depth 7) on 512x512 at batch 4, perceptual loss with a
    randomly initialised VGG-19 loaded from a file: seconds per training step on CPU.
 """
@@ -56,29 +58,41 @@ def make_store(path: Path, n: int, size: int, per_shard: int = 16, seed: int = 0
                              "shard": np.arange(n) // per_shard}), str(path / "index.parquet"))
 
 
-def bench_reference(path: Path, count: int) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (DataLoader workers are joined at the end)."""
+    import resource
+
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + child.ru_utime + child.ru_stime
+
+
+def bench_reference(path: Path, count: int) -> tuple[float, float]:
     import zarr
 
     g = zarr.open_group(str(path), mode="r")
     ldr, hdr = g["ldr"], g["hdr"]
     rows = np.random.default_rng(1).integers(0, ldr.shape[0], count)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_seconds()
     for r in rows:
         ldr[r], hdr[r]
-    return count / (time.perf_counter() - t)
+    return count / (time.perf_counter() - t), count / (cpu_seconds() - c)
 
 
-def bench_loader(path: Path, workers: int, count: int, batch: int = 4) -> float:
-    from hdrprep.train.dataset import PairDataset, StreamSampler, make_loader, read_store_info
+def bench_loader(path: Path, workers: int, count: int, compact: bool, batch: int = 4) -> tuple[float, float]:
+    from hdrprep.train.dataset import PairDataset, StreamSampler, expand_batch, make_loader, read_store_info
 
     info = read_store_info(path)
     sampler = StreamSampler(np.arange(info.n_pairs), seed=0, start=0, count=count + 4 * batch)
-    it = iter(make_loader(PairDataset(info), sampler, batch, num_workers=workers))
+    c = cpu_seconds()
+    it = iter(make_loader(PairDataset(info, compact=compact), sampler, batch, num_workers=workers))
     for _ in range(4):  # warm-up: worker start and first chunk reads
         next(it)
     t = time.perf_counter()
-    n = sum(b["ldr"].shape[0] for b in it)
-    return n / (time.perf_counter() - t)
+    n = sum(expand_batch(b, info.mask_alpha)[0].shape[0] for b in it)
+    wall = time.perf_counter() - t
+    del it
+    # CPU includes worker start-up and warm-up batches: a conservative pairs per CPU-second
+    return n / wall, (n + 4 * batch) / (cpu_seconds() - c)
 
 
 def bench_train(path: Path, steps: int, tmp: Path) -> tuple[float, float]:
@@ -118,12 +132,16 @@ def main() -> None:
         make_store(tmp / "bench.zarr", args.pairs, args.size)
         print(f"store: {args.pairs} pairs of {args.size}x{args.size}, built in {time.perf_counter() - t:.1f} s, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        ref = bench_reference(tmp / "bench.zarr", args.count)
-        print(f"\n{'reader':<34}{'pairs/s':>10}{'per worker':>12}{'vs ref':>9}")
-        print(f"{'reference: zarr ldr[r], hdr[r]':<34}{ref:>10.1f}{ref:>12.1f}{1.0:>9.2f}")
-        for w in (0, 1, 2):
-            rate = bench_loader(tmp / "bench.zarr", w, args.count)
-            print(f"{f'DataLoader, {w} workers, batch 4':<34}{rate:>10.1f}{rate / max(w, 1):>12.1f}{rate / ref:>9.2f}")
+        ref, ref_cpu = bench_reference(tmp / "bench.zarr", args.count)
+        print("\npairs/s: wall clock; per CPU-s: pairs per second of CPU time of all processes (what a core")
+        print("of a quiet machine would give; this one may be shared)")
+        print(f"\n{'reader':<34}{'pairs/s':>9}{'per worker':>12}{'per CPU-s':>11}{'vs ref':>8}")
+        print(f"{'reference: zarr ldr[r], hdr[r]':<34}{ref:>9.1f}{ref:>12.1f}{ref_cpu:>11.1f}{1.0:>8.2f}")
+        for compact in (False, True):
+            for w in (0, 1, 2):
+                rate, cpu = bench_loader(tmp / "bench.zarr", w, args.count, compact)
+                label = f"{'compact' if compact else 'float32'} items, {w} workers"
+                print(f"{label:<34}{rate:>9.1f}{rate / max(w, 1):>12.1f}{cpu:>11.1f}{rate / ref:>8.2f}")
         if args.train_steps:
             step, first = bench_train(tmp / "bench.zarr", args.train_steps, tmp)
             print(f"\nfull model (64, depth 7), {args.size}x{args.size}, batch 4, perceptual loss, CPU: "

@@ -122,11 +122,12 @@ def test_stream_is_a_function_of_seed_and_position():
 
 
 @pytest.mark.slow
-def test_batches_identical_with_0_and_2_workers(tiny_store):
+@pytest.mark.parametrize("compact", [False, True])
+def test_batches_identical_with_0_and_2_workers(tiny_store, compact):
     from hdrprep.train.dataset import PairDataset, StreamSampler, make_loader, read_store_info
 
     info = read_store_info(tiny_store[0])
-    ds = PairDataset(info)
+    ds = PairDataset(info, compact=compact)
     ds[0]  # a handle opened in the parent must not leak into the workers
 
     def batches(workers):
@@ -136,8 +137,21 @@ def test_batches_identical_with_0_and_2_workers(tiny_store):
     b0, b2 = batches(0), batches(2)
     assert len(b0) == len(b2) == 5
     for x, y in zip(b0, b2):
-        for k in ("ldr", "hdr", "mask", "row"):
+        assert set(x) == set(y) == ({"ldr", "hdr", "row"} if compact else {"ldr", "hdr", "mask", "row"})
+        for k in x:
             assert torch.equal(x[k], y[k])
+
+
+def test_compact_batches_expand_to_the_float_items(tiny_store):
+    from hdrprep.train.dataset import PairDataset, StreamSampler, expand_batch, make_loader, read_store_info
+
+    info = read_store_info(tiny_store[0])
+    keys = list(StreamSampler(np.arange(12), seed=1, start=0, count=8))
+    full = next(iter(make_loader(PairDataset(info), keys, batch_size=8)))
+    small = next(iter(make_loader(PairDataset(info, compact=True), keys, batch_size=8)))
+    assert small["ldr"].dtype == torch.uint8 and small["hdr"].dtype == torch.float16
+    for a, b in zip(expand_batch(small, info.mask_alpha), expand_batch(full, info.mask_alpha)):
+        assert torch.equal(a, b)
 
 
 def test_refuses_foreign_or_unfinished_store(tmp_path):

@@ -30,6 +30,7 @@ __all__ = [
     "PairDataset",
     "StreamSampler",
     "make_loader",
+    "expand_batch",
 ]
 
 FORMAT_VERSION = 1
@@ -149,10 +150,16 @@ class PairDataset(torch.utils.data.Dataset):
     Returns per item a dict with
     ``ldr`` (3, P, P) float32 in [0, 1]; ``hdr`` (3, P, P) float32 >= 0, linear,
     1.0 = LDR clipping point; ``mask`` (3, P, P) float32 in [0, 1]; ``row`` int.
+
+    With ``compact=True`` items hold the stored types instead, ``ldr`` uint8 and
+    ``hdr`` float16 (3, P, P), and no mask: a quarter of the bytes to move from
+    DataLoader workers; :func:`expand_batch` turns a batch of them into the float32
+    form above (bit-identical), on the training device.
     """
 
-    def __init__(self, info: StoreInfo):
+    def __init__(self, info: StoreInfo, compact: bool = False):
         self.info = info
+        self.compact = compact
         # the mask of each 8-bit level; per-item work stays in single-threaded numpy, so
         # workers and the main process never contend through torch's intra-op thread pool
         levels = torch.arange(256, dtype=torch.float32) / 255.0
@@ -204,6 +211,10 @@ class PairDataset(torch.utils.data.Dataset):
             # flip and transpose the small uint8 / float16 arrays, convert once
             view = (slice(None, None, -1 if fv else 1), slice(None, None, -1 if fh else 1))
             ldr8 = np.ascontiguousarray(ldr[view].transpose(2, 0, 1))
+            if self.compact:
+                hdr16 = np.ascontiguousarray(hdr[view].transpose(2, 0, 1))
+                items.append({"ldr": torch.from_numpy(ldr8), "hdr": torch.from_numpy(hdr16), "row": row})
+                continue
             t = ldr8.astype(np.float32)
             t /= np.float32(255.0)
             items.append({"ldr": torch.from_numpy(t), "mask": torch.from_numpy(self._mask_lut[ldr8]),
@@ -243,18 +254,36 @@ class StreamSampler(torch.utils.data.Sampler):
             pos += take
 
 
+def expand_batch(batch: dict, mask_alpha: float, device: torch.device | str = "cpu") -> tuple:
+    """(ldr, hdr, mask) float32 (B, 3, P, P) on ``device`` from a batch of either item form."""
+    ldr = batch["ldr"].to(device, non_blocking=True)
+    hdr = batch["hdr"].to(device, non_blocking=True).float()
+    if ldr.dtype == torch.uint8:
+        ldr = ldr.float().div_(255.0)
+        return ldr, hdr, soft_mask(ldr.clone(), mask_alpha)
+    return ldr, hdr, batch["mask"].to(device, non_blocking=True)
+
+
+def _collate(items):
+    if torch.utils.data.get_worker_info() is not None:
+        return torch.utils.data.default_collate(items)  # stacks straight into shared memory
+    # main process: numpy stacking, free of torch's intra-op thread pool (slow on busy cores)
+    batch = {k: torch.from_numpy(np.stack([it[k].numpy() for it in items])) for k in items[0] if k != "row"}
+    batch["row"] = torch.tensor([it["row"] for it in items])
+    return batch
+
+
 def make_loader(dataset: PairDataset, sampler, batch_size: int, num_workers: int = 0,
                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """DataLoader over ``sampler``'s keys; batches do not depend on ``num_workers``.
 
     ``sampler`` is a :class:`StreamSampler` or any sequence of keys. Batches are dicts of
-    stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, P, P) float32, ``row`` (B,) int64);
-    torch's default collate stacks straight into shared memory inside workers.
+    stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, P, P) float32, ``row`` (B,) int64).
     """
     if num_workers < 0:
         raise ConfigError(f"invalid value {num_workers!r} for 'num_workers': use 0 (main process) or more")
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=_collate,
         pin_memory=pin_memory, persistent_workers=False, drop_last=False,
         prefetch_factor=4 if num_workers else None,
     )

@@ -32,8 +32,8 @@ import torch
 
 from hdrprep import __version__
 from hdrprep.errors import ConfigError
-from hdrprep.train.dataset import (FORMAT_VERSION, PairDataset, StreamSampler, make_loader, read_store_info,
-                                   split_by_source)
+from hdrprep.train.dataset import (FORMAT_VERSION, PairDataset, StreamSampler, expand_batch, make_loader,
+                                   read_store_info, split_by_source)
 from hdrprep.train.loss import SantosLoss, load_vgg19
 from hdrprep.train.metrics import mu_psnr, psnr_mulaw, tonemap_preview
 from hdrprep.train.model import MaskedUNet, reconstruct
@@ -163,10 +163,6 @@ def _resolve_config(options: dict, ckpt: dict | None) -> TrainConfig:
     return TrainConfig(**saved)
 
 
-def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(batch[k].to(device, non_blocking=True) for k in ("ldr", "hdr", "mask"))
-
-
 def _write_preview(path: Path, ldr, pred, hdr) -> None:
     import cv2
 
@@ -189,7 +185,7 @@ def _validate(model, loss_fn, dataset, rows, cfg, device, preview_path) -> dict:
     n = 0
     loader = make_loader(dataset, [int(r) for r in rows], cfg.batch_size, num_workers=0)
     for i, batch in enumerate(loader):
-        ldr, hdr, mask = _to(batch, device)
+        ldr, hdr, mask = expand_batch(batch, dataset.info.mask_alpha, device)
         y_hat = model(ldr, mask).float()
         terms = loss_fn(y_hat, ldr, mask, hdr)
         h_hat = reconstruct(ldr, mask, y_hat)
@@ -253,7 +249,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
                           f"{info.n_pairs}; resume on the same store")
     train_rows, val_rows = split_by_source(info, cfg.val_fraction, cfg.seed)
     val_rows = val_rows[: cfg.val_max_pairs]
-    dataset = PairDataset(info)
+    dataset = PairDataset(info, compact=True)  # workers ship uint8/float16; floats are made on the device
 
     vgg = load_vgg19(vgg_weights) if cfg.perceptual else None
     loss_fn = SantosLoss(vgg, cfg.lambda_r, cfg.lambda_p, cfg.lambda_vgg, cfg.lambda_style, cfg.mu).to(device)
@@ -297,7 +293,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
     with open(out / "log.jsonl", "a") as log:
         tick, rate = time.perf_counter(), None
         for batch in loader:
-            ldr, hdr, mask = _to(batch, device)
+            ldr, hdr, mask = expand_batch(batch, info.mask_alpha, device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 y_hat = model(ldr, mask)
             # the loss stays float32: exp(Y_hat) and the Gram sums (easily > 65504) overflow float16
