@@ -125,13 +125,18 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--count", type=int, default=160, help="pairs read per loader measurement")
     ap.add_argument("--train-steps", type=int, default=2, help="timed training steps (0 = skip)")
+    ap.add_argument("--loader-threads", type=int, default=1,
+                    help="torch intra-op threads of the main process while timing loaders (workers always use 1)")
     args = ap.parse_args()
+    train_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
         make_store(tmp / "bench.zarr", args.pairs, args.size)
         print(f"store: {args.pairs} pairs of {args.size}x{args.size}, built in {time.perf_counter() - t:.1f} s, "
-              f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads for training, "
+              f"{args.loader_threads} in the main process while timing loaders")
+        torch.set_num_threads(args.loader_threads)
         ref, ref_cpu = bench_reference(tmp / "bench.zarr", args.count)
         print("\npairs/s: wall clock; per CPU-s: pairs per second of CPU time of all processes (what a core")
         print("of a quiet machine would give; this one may be shared)")
@@ -142,6 +147,7 @@ def main() -> None:
                 rate, cpu = bench_loader(tmp / "bench.zarr", w, args.count, compact)
                 label = f"{'compact' if compact else 'float32'} items, {w} workers"
                 print(f"{label:<34}{rate:>9.1f}{rate / max(w, 1):>12.1f}{cpu:>11.1f}{rate / ref:>8.2f}")
+        torch.set_num_threads(train_threads)
         if args.train_steps:
             step, first = bench_train(tmp / "bench.zarr", args.train_steps, tmp)
             print(f"\nfull model (64, depth 7), {args.size}x{args.size}, batch 4, perceptual loss, CPU: "

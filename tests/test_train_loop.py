@@ -119,3 +119,16 @@ def test_predict_any_size_writes_exr(store, tmp_path):
         r = back["R"].pixels if "R" in back else back["RGB"].pixels[..., 0]
     assert r.shape == (45, 70)
     np.testing.assert_allclose(r.astype(np.float32), hdr[..., 0], rtol=1e-3, atol=1e-4)
+    # 16-bit grey input: repeated to RGB, scaled by 65535
+    grey = (np.arange(33 * 20).reshape(33, 20) * 99).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "grey.png"), grey)
+    hdr = predict(res["last"], tmp_path / "grey.png", tmp_path / "grey.exr")
+    t = grey.astype(np.float32) / 65535
+    assert hdr.shape == (33, 20, 3)
+    np.testing.assert_allclose(hdr[..., 1][t <= 0.96], t[t <= 0.96] ** 2, rtol=1e-6, atol=1e-7)
+    from hdrprep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\.exr"):
+        predict(res["last"], tmp_path / "in.png", tmp_path / "out.tif")
+    with pytest.raises(ConfigError, match="unsupported file type"):
+        predict(res["last"], tmp_path / "out.exr", tmp_path / "x.exr")
