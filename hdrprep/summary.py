@@ -1,0 +1,152 @@
+"""``hdrprep inspect``: what a store holds, as a dict (for ``--json``) and as text."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from hdrprep import store
+
+__all__ = ["summarize", "format_summary", "QUANTILES"]
+
+#: Quantiles reported for every distribution (0 and 1 are the minimum and maximum).
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+#: Camera parameters summarised as distributions (the curve family is counted instead).
+_NUMERIC_PARAMS = ("exposure", "clip_quantile", "curve_n", "curve_sigma", "curve_gamma", "curve_index",
+                   "noise_sigma", "hue_shift", "sat_shift", "jpeg_quality")
+
+
+def _distribution(values) -> dict | None:
+    """Count, mean and QUANTILES of the non-null finite values, or None when there are none."""
+    a = np.array([v for v in values if v is not None], dtype=np.float64)
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return None
+    q = np.quantile(a, QUANTILES)
+    return dict(count=int(a.size), mean=float(a.mean()),
+                quantiles={f"{p:g}": float(v) for p, v in zip(QUANTILES, q)})
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def summarize(root: str | Path) -> dict:
+    """Summarise a finished store.
+
+    Parameters
+    ----------
+    root : path
+        A complete hdrprep store (``store.open_store`` must accept it).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable (no NaN): ``store``, ``format_version``, ``package_version``,
+        ``seed``, ``pairs``, ``patch_size``, ``pairs_per_shard``, ``shards``,
+        ``threshold``, ``counts`` (the build's), ``sources`` (one entry per frame:
+        ``source``, ``status``, ``reason``, ``candidates``, ``pairs``),
+        ``score`` and ``saturated_fraction`` (each ``{"pairs": dist, "candidates": dist}``),
+        ``camera`` (``curves``: pairs per curve family; ``params``: a dist per
+        numeric parameter over the pairs), ``hdr_clamped`` and ``bytes``. A dist is
+        ``{"count", "mean", "quantiles": {"0": min, ..., "1": max}}`` or None.
+    """
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    group, index, attrs = store.open_store(root)
+    config = attrs["config"]
+    cand_path = root / store.CANDIDATES_NAME
+    cand = pq.read_table(cand_path) if cand_path.is_file() else None
+    n = index.num_rows
+
+    def column(table, name):
+        return table[name].to_pylist() if table is not None and name in table.column_names else []
+
+    pair_sources = column(index, "source")
+    cand_sources = column(cand, "source")
+    sources = []
+    for rec in attrs.get("sources", []):
+        key = rec["source"]
+        sources.append(dict(source=key, status=rec.get("status", "skipped"), reason=rec.get("reason"),
+                            candidates=cand_sources.count(key), pairs=pair_sources.count(key)))
+    curves: dict[str, int] = {}
+    for c in column(index, "curve"):
+        curves[c] = curves.get(c, 0) + 1
+    index_bytes = (root / store.INDEX_NAME).stat().st_size
+    cand_bytes = cand_path.stat().st_size if cand_path.is_file() else 0
+    arrays = {name: _dir_bytes(root / name) for name in ("ldr", "hdr")}
+    size = config["sampling"]["patch_size"]
+    raw = n * size * size * 3 * (1 + 2)  # uint8 LDR + float16 HDR
+    stored = sum(arrays.values())
+    per = config["output"]["pairs_per_shard"]
+    return dict(
+        store=str(root),
+        format_version=attrs["format_version"],
+        package_version=attrs.get("package_version"),
+        seed=attrs.get("seed"),
+        pairs=n,
+        patch_size=size,
+        pairs_per_shard=per,
+        shards=-(-n // per),
+        threshold=config["select"]["threshold"],
+        counts=attrs.get("counts", {}),
+        sources=sources,
+        score=dict(pairs=_distribution(column(index, "score")), candidates=_distribution(column(cand, "score"))),
+        saturated_fraction=dict(pairs=_distribution(column(index, "saturated_fraction")),
+                                candidates=_distribution(column(cand, "saturated_fraction"))),
+        camera=dict(curves=curves, params={p: _distribution(column(index, p)) for p in _NUMERIC_PARAMS}),
+        hdr_clamped=int(sum(column(index, "hdr_clamped"))),
+        bytes=dict(ldr=arrays["ldr"], hdr=arrays["hdr"], index=index_bytes, candidates=cand_bytes,
+                   arrays_raw=raw, compression=raw / stored if stored else None,
+                   per_pair=stored / n if n else None),
+    )
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if math.isfinite(v) else str(v)
+
+
+def _dist_line(name: str, d: dict | None, width: int = 20) -> str:
+    if d is None:
+        return f"  {name:<{width}} -"
+    q = d["quantiles"]
+    return (f"  {name:<{width}} n={d['count']:<6} mean={_fmt(d['mean']):<9} min={_fmt(q['0']):<9} "
+            f"p5={_fmt(q['0.05']):<9} median={_fmt(q['0.5']):<9} p95={_fmt(q['0.95']):<9} max={_fmt(q['1'])}")
+
+
+def format_summary(s: dict) -> str:
+    """The summary of :func:`summarize` as aligned plain text (one fact per line)."""
+    c = s["counts"]
+    b = s["bytes"]
+    lines = [
+        f"store: {s['store']}",
+        f"format version {s['format_version']}, written by hdrprep {s['package_version']}, seed {s['seed']}",
+        f"pairs: {s['pairs']} of {s['patch_size']}x{s['patch_size']} in {s['shards']} shards "
+        f"of {s['pairs_per_shard']}",
+        f"frames: {c.get('frames', len(s['sources']))} found, {c.get('frames_read', '?')} used, "
+        f"{c.get('frames_skipped', '?')} skipped; candidates: {c.get('candidates', '?')}, kept {s['pairs']}",
+        "sources (pairs / candidates):",
+    ]
+    width = max([len(r["source"]) for r in s["sources"]] + [6])
+    for r in s["sources"]:
+        note = "" if r["status"] == "ok" else f"  skipped: {r['reason']}"
+        lines.append(f"  {r['source']:<{width}} {r['pairs']:>6} / {r['candidates']:<6}{note}")
+    lines.append(f"score (threshold {s['threshold']:g}):")
+    lines += [_dist_line(k, s["score"][k]) for k in ("pairs", "candidates")]
+    lines.append("saturated fraction:")
+    lines += [_dist_line(k, s["saturated_fraction"][k]) for k in ("pairs", "candidates")]
+    curves = ", ".join(f"{k} {v}" for k, v in sorted(s["camera"]["curves"].items())) or "-"
+    lines.append(f"camera over the pairs (curves: {curves}):")
+    lines += [_dist_line(k, d) for k, d in s["camera"]["params"].items() if d is not None]
+    if s["hdr_clamped"]:
+        lines.append(f"HDR values clamped at 65504: {s['hdr_clamped']}")
+    stored = b["ldr"] + b["hdr"]
+    lines.append(f"bytes: ldr {b['ldr'] / 1e6:.2f} MB, hdr {b['hdr'] / 1e6:.2f} MB, index {b['index'] / 1e3:.1f} kB, "
+                 f"candidates {b['candidates'] / 1e3:.1f} kB"
+                 + (f"; {b['per_pair'] / 1e6:.3f} MB per pair, compression {b['compression']:.2f}x"
+                    if stored and s["pairs"] else ""))
+    return "\n".join(lines)
