@@ -145,3 +145,63 @@ def probe(path, as_json):
         _fail(exc)
     d = dataclasses.asdict(info)
     click.echo(json.dumps(d, indent=1, default=str) if as_json else "\n".join(f"{k}: {v}" for k, v in d.items()))
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A store built by `hdrprep build`.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoints, log, previews).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Start from the weights of a checkpoint (e.g. an inpainting pre-training).")
+@click.option("--vgg-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="VGG-19 state dict (torchvision layout) for the perceptual loss.")
+@click.option("--no-perceptual", is_flag=True, help="Train with the reconstruction loss only (no VGG needed).")
+@click.option("--max-steps", type=click.IntRange(min=1), help="[default: 200000]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="[default: 4]")
+@click.option("--lr", type=float, help="Adam learning rate [default: 2e-4].")
+@click.option("--lr-patience", type=click.IntRange(min=0), help="Validations without improvement before halving lr.")
+@click.option("--width", type=click.IntRange(min=1), help="Channels of the first U-Net level [default: 64].")
+@click.option("--depth", type=click.IntRange(min=1), help="U-Net levels [default: 7].")
+@click.option("--flips/--no-flips", default=None, help="Random flips of training pairs.")
+@click.option("--seed", type=click.IntRange(min=0))
+@click.option("--val-fraction", type=float, help="Share of source frames held out for validation [default: 0.05].")
+@click.option("--val-every", type=click.IntRange(min=1), help="Steps between validations [default: 1000].")
+@click.option("--ckpt-every", type=click.IntRange(min=1), help="Steps between checkpoints [default: 1000].")
+@click.option("--num-workers", type=click.IntRange(min=0), help="DataLoader worker processes [default: 2].")
+@click.option("--device", help="auto, cpu, cuda or cuda:N [default: auto].")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [default: on].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(data, out, resume, init, vgg_weights, no_perceptual, quiet, **options):
+    """Train the Santos et al. 2020 masked U-Net on a store (needs the `train` extra)."""
+    try:
+        from hdrprep.train.loop import train as train_fn
+    except ImportError as exc:
+        _fail(ImportError(f"{exc}; install the trainer with: pip install torch==2.13.0 && pip install -e '.[train]'"))
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        result = train_fn(data, out, resume=resume, init=init, vgg_weights=vgg_weights,
+                          no_perceptual=no_perceptual, progress=not quiet, **options)
+    except HdrprepError as exc:
+        _fail(exc)
+    click.echo(json.dumps(result, indent=1, default=str))
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--input", "input_", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An 8- or 16-bit PNG or JPEG, any size.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The HDR reconstruction (.exr).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--mask-alpha", type=float, help="Soft-mask threshold [default: the checkpoint's].")
+def predict(checkpoint, input_, out, device, mask_alpha):
+    """Reconstruct the HDR image of an LDR photograph with a trained checkpoint."""
+    try:
+        from hdrprep.train.predict import predict as predict_fn
+    except ImportError as exc:
+        _fail(ImportError(f"{exc}; install the trainer with: pip install torch==2.13.0 && pip install -e '.[train]'"))
+    try:
+        hdr = predict_fn(checkpoint, input_, out, device=device, mask_alpha=mask_alpha)
+    except HdrprepError as exc:
+        _fail(exc)
+    click.echo(f"wrote {out} ({hdr.shape[1]}x{hdr.shape[0]}, max {float(hdr.max()):.3g})")

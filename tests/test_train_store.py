@@ -1,6 +1,7 @@
 """Trainer data path: tiny store fixture, Dataset, split, sample stream, loaders."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,54 +11,26 @@ pytestmark = pytest.mark.torch
 
 
 def make_tiny_store(path, n=12, size=128, pairs_per_shard=4, alpha=0.96, seed=0):
-    """Write a small store in the format-1 layout (Zarr v3 group + index.parquet).
+    """Build a small store with the real pipeline (``hdrprep.build``) from synthetic frames.
 
-    HDR: a smooth base (0.05..0.6) plus bright textured blobs (up to ~20x the
-    clipping point); LDR = 8-bit quantised, clipped gamma-2.2 curve of it. Pairs
-    come from n // 3 "source frames" (3 pairs each) so splits by source work.
-    The one place to switch to the real pipeline once it exists.
+    ``n // 3`` generated frames, 3 candidate windows each, selection off, so the
+    store holds exactly ``n`` pairs from ``n // 3`` source frames (splits by
+    source work). Returns the stored (ldr uint8, hdr float32) arrays.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import zarr
-    from zarr.codecs import BloscCodec
 
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    hdr = np.empty((n, size, size, 3), np.float32)
-    for i in range(n):
-        base = 0.05 + 0.55 * (0.5 + 0.5 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + yy * rng.uniform(0.5, 2))))
-        img = base[..., None] * rng.uniform(0.6, 1.0, 3).astype(np.float32)
-        for _ in range(3):
-            cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.25)
-            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-            texture = 1 + 0.5 * np.sin(2 * np.pi * rng.uniform(8, 20) * xx) * np.sin(2 * np.pi * rng.uniform(8, 20) * yy)
-            img = img + (rng.uniform(2, 20) * blob * texture)[..., None] * rng.uniform(0.7, 1.0, 3).astype(np.float32)
-        hdr[i] = img
-    hdr = hdr.astype(np.float16)
-    ldr = np.round(255 * np.clip(hdr.astype(np.float32), 0, 1) ** (1 / 2.2)).astype(np.uint8)
+    from hdrprep import build, synth
+    from hdrprep.config import load_preset
 
-    def codec(dtype):
-        return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)]
-
-    attrs = {"format_version": 1, "complete": True, "package_version": "test", "seed": seed,
-             "config": {"camera": {"mask_alpha": alpha}}}
-    group = zarr.open_group(str(path), mode="w", attributes={"hdrprep": attrs})
-    for name, data in (("ldr", ldr), ("hdr", hdr)):
-        arr = zarr.create_array(store=str(path), name=name, shape=data.shape, dtype=data.dtype,
-                                chunks=(1, size, size, 3), shards=(pairs_per_shard, size, size, 3),
-                                compressors=codec(data.dtype), fill_value=0)
-        arr[...] = data  # whole array at once: every shard has exactly one write
-    index = pa.table({
-        "pair": pa.array(np.arange(n), pa.int64()),
-        "source": pa.array([f"frame_{i // 3:02d}.exr" for i in range(n)], pa.string()),
-        "row": pa.array(np.zeros(n), pa.int64()), "col": pa.array(np.zeros(n), pa.int64()),
-        "score": pa.array(rng.uniform(0.9, 2, n)), "saturated_fraction": pa.array((ldr == 255).mean(axis=(1, 2, 3))),
-        "exposure": pa.array(np.ones(n)), "curve": pa.array(["gamma"] * n), "curve_n": pa.array(np.full(n, 2.2)),
-        "shard": pa.array(np.arange(n) // pairs_per_shard, pa.int64()),
-    })
-    pq.write_table(index, str(path / "index.parquet"))
-    return ldr, hdr.astype(np.float32)
+    path = Path(path)
+    frames = path.parent / f"{path.name}-frames"
+    synth.write_frames(frames, n=n // 3, seed=seed, height=max(2 * size, 96), width=max(3 * size, 128))
+    config = load_preset("smoke").override(**{
+        "seed": seed, "sampling.patch_size": size, "sampling.patches_per_frame": 3, "select.keep_all": True,
+        "output.pairs_per_shard": pairs_per_shard, "camera.mask_alpha": alpha})
+    build.build(frames, path, config, scheduler="synchronous", progress=False)
+    group = zarr.open_group(str(path), mode="r")
+    return group["ldr"][:], group["hdr"][:].astype(np.float32)
 
 
 @pytest.fixture(scope="module")
