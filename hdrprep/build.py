@@ -20,6 +20,7 @@ This is the only module that uses Dask.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ import numpy as np
 
 from hdrprep import __version__, store
 from hdrprep.config import Config
-from hdrprep.errors import BadFrameError, ConfigError, StoreError
+from hdrprep.errors import BadFrameError, ConfigError, HdrprepError, StoreError
 
 __all__ = ["build", "discover", "BUILD_STATE"]
 
@@ -143,6 +144,7 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf)
     store.atomic_write_bytes(Path(work) / "candidates" / f"{_frame_id(key)}.parquet", buf.getvalue().to_pybytes())
+    store.pause_point("scored")
     return record
 
 
@@ -163,10 +165,16 @@ def _read_candidates(work: Path, keys: list[str]):
 
 # --------------------------------------------------------------------------- stage 3
 
+def _rows_digest(rows: list[dict]) -> str:
+    """Identity of a shard's assignment: a done-marker counts only for the same rows."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict], config_dict: dict) -> dict:
     """Stage 3 task: re-render the pairs of one shard and write it whole.
 
-    Returns the shard's done-record (pair range, per-pair checksums and clamp counts).
+    Returns the shard's done-record (pair range, digest of its rows, per-pair
+    checksums and clamp counts).
     """
     from hdrprep import camera, io, pairs
 
@@ -192,7 +200,8 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
 
     group = zarr.open_group(out, mode="r+")
     store.write_pairs(group, start, ldr, hdr)
-    done = dict(shard=shard, start=start, stop=start + len(rows), checksum=checksums, hdr_clamped=clamped)
+    done = dict(shard=shard, start=start, stop=start + len(rows), rows=_rows_digest(rows), checksum=checksums,
+                hdr_clamped=clamped)
     store.atomic_write_bytes(Path(out) / store.WORK_DIR / "shards" / f"{shard:06d}.json",
                              json.dumps(done).encode())
     return done
@@ -223,7 +232,7 @@ class _Dask:
 
 
 @contextmanager
-def _executor(workers: int | None, scheduler: str | None, cluster=None):
+def _executor(workers: int | None, scheduler: str | None, cluster=None, local_directory: Path | None = None):
     if scheduler == "synchronous":
         yield _Serial()
         return
@@ -240,7 +249,9 @@ def _executor(workers: int | None, scheduler: str | None, cluster=None):
         threads = scheduler == "threads"
         kw = dict(n_workers=1, threads_per_worker=n) if threads else dict(n_workers=n, threads_per_worker=1,
                                                                            env=_THREAD_ENV)
-        with LocalCluster(processes=not threads, dashboard_address=":0", silence_logs=40, **kw) as local, \
+        # worker scratch space inside --out/_work, not in $TMPDIR or the current folder
+        with LocalCluster(processes=not threads, dashboard_address=":0", silence_logs=40,
+                          local_directory=str(local_directory) if local_directory else None, **kw) as local, \
                 Client(local) as client:
             yield _Dask(client)
 
@@ -257,8 +268,8 @@ def _config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _prepare_out(src: Path, out: Path, config: Config, overwrite: bool) -> None:
-    """Check --src/--out before any work; clear a stale store if asked."""
+def _prepare_out(src: Path, out: Path, config: Config, overwrite: bool, dry_run: bool) -> None:
+    """Check --src/--out before any work; clear a stale store if asked (never in a dry run)."""
     if not src.is_dir():
         raise ConfigError(f"--src {src}: not a folder; give the folder that holds the HDR frames")
     rs, ro = src.resolve(), out.resolve()
@@ -268,13 +279,15 @@ def _prepare_out(src: Path, out: Path, config: Config, overwrite: bool) -> None:
     if ro in rs.parents:
         raise ConfigError(f"--src {src} is inside --out {out}; choose an --out outside the source folder")
     if not out.exists():
+        _check_creatable(out)
         return
     if not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; choose a new path")
     state = out / store.WORK_DIR / BUILD_STATE
     is_store = state.is_file() or store.read_attrs(out) is not None
     if not is_store:
-        if any(out.iterdir()):
+        # an empty _work/ alone is what a build killed at its very start leaves
+        if {p.name for p in out.iterdir()} - {store.WORK_DIR}:
             raise ConfigError(f"--out {out} is a non-empty folder that is not an hdrprep store; "
                               f"choose a new or empty folder (nothing was written)")
         return
@@ -285,7 +298,53 @@ def _prepare_out(src: Path, out: Path, config: Config, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} holds a store built with a different configuration "
                           f"(or an unfinished one of unknown config); pass --overwrite to replace it, "
                           f"or choose another --out")
-    shutil.rmtree(out)
+    if not dry_run:
+        shutil.rmtree(out)
+
+
+def _check_creatable(out: Path) -> None:
+    """Refuse an --out that cannot be created (under a file, in a read-only place) before any work."""
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose an --out in a folder")
+
+
+def _start_work(out: Path, config: Config) -> Path:
+    """Create --out/_work with the build state (first), and remove temporary files of killed writes."""
+    work = out / store.WORK_DIR
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        if not (work / BUILD_STATE).is_file():
+            state = dict(format_version=store.FORMAT_VERSION, config_hash=_config_hash(config),
+                         config=config.to_dict())
+            store.atomic_write_bytes(work / BUILD_STATE, json.dumps(state, indent=1).encode())
+        for sub in ("candidates", "shards"):
+            (work / sub).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose a writable "
+                          f"folder") from exc
+    # leftovers of writes that a kill interrupted: ours (.NAME.tmp-PID) and zarr's (NAME.HEX.partial)
+    for d in (out, work, work / "candidates", work / "shards"):
+        for tmp in d.glob(".*.tmp-*"):
+            tmp.unlink()
+    for d in ("ldr", "hdr"):
+        for tmp in (out / d).rglob("*.partial"):
+            tmp.unlink()
+    return work
+
+
+def _out_error(exc: OSError, out: Path) -> HdrprepError | None:
+    """A clear error for a failed write under --out (disk full, read-only); None for other errors."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"--out {out}: no space left on the device{where}; free space (or move --out "
+                          f"and its contents elsewhere) and rerun the same command to resume")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StoreError(f"--out {out}: cannot write{where}: {exc.strerror}; make it writable and rerun "
+                          f"the same command to resume")
+    return None
 
 
 def build(src: str | Path, out: str | Path, config: Config = Config(), *, workers: int | None = None,
@@ -324,7 +383,7 @@ def build(src: str | Path, out: str | Path, config: Config = Config(), *, worker
     """
     src, out = Path(src), Path(out)
     t_start = time.perf_counter()
-    _prepare_out(src, out, config, overwrite)
+    _prepare_out(src, out, config, overwrite, dry_run)
     keys, bad_entries = discover(src)
     if frames is not None:
         missing = sorted(set(frames) - set(keys))
@@ -341,16 +400,21 @@ def build(src: str | Path, out: str | Path, config: Config = Config(), *, worker
     if dry_run:
         return plan
 
-    work = out / store.WORK_DIR
-    (work / "candidates").mkdir(parents=True, exist_ok=True)
-    (work / "shards").mkdir(parents=True, exist_ok=True)
-    state = dict(format_version=store.FORMAT_VERSION, config_hash=_config_hash(config), config=config.to_dict())
-    if not (work / BUILD_STATE).is_file():
-        store.atomic_write_bytes(work / BUILD_STATE, json.dumps(state, indent=1).encode())
+    work = _start_work(out, config)
+    try:
+        return _run(src, out, work, config, keys, bad_entries, workers, scheduler, cluster, progress, t_start)
+    except OSError as exc:
+        err = _out_error(exc, out)
+        if err is None:
+            raise
+        raise err from exc
+
+
+def _run(src: Path, out: Path, work: Path, config: Config, keys, bad_entries, workers, scheduler, cluster,
+         progress, t_start) -> dict:
     cfg = config.to_dict()
     timings = {}
-
-    with _executor(workers, scheduler, cluster) as ex:
+    with _executor(workers, scheduler, cluster, work / "dask") as ex:
         # stage 1: score candidates, one task per frame not scored yet
         t0 = time.perf_counter()
         todo = [k for k in keys if not (work / "candidates" / f"{_frame_id(k)}.parquet").is_file()]
@@ -364,9 +428,11 @@ def build(src: str | Path, out: str | Path, config: Config = Config(), *, worker
         kept = _select(candidates, config)
         n = 0 if kept is None else kept.num_rows
         per = config.output.pairs_per_shard
-        group = store.create_arrays(out, n, config.sampling.patch_size, per, config.output.compressor,
-                                    config.output.level)
-        group.attrs[store.ATTR] = dict(format_version=store.FORMAT_VERSION, complete=False)
+        _, created = store.create_arrays(out, n, config.sampling.patch_size, per, config.output.compressor,
+                                         config.output.level)
+        if created:  # the shards the markers describe are gone
+            for marker in (work / "shards").glob("*.json"):
+                marker.unlink()
 
         # stage 3: render and write, one task per shard not written yet
         t0 = time.perf_counter()
@@ -376,7 +442,7 @@ def build(src: str | Path, out: str | Path, config: Config = Config(), *, worker
             marker = work / "shards" / f"{s:06d}.json"
             if marker.is_file():
                 rec = json.loads(marker.read_text())
-                if rec["start"] == start and rec["stop"] == min(start + per, n):
+                if rec.get("rows") == _rows_digest(rows[start:start + per]):
                     done[s] = rec
                     continue
             shard_args.append((str(src), str(out), s, start, rows[start:start + per], cfg))
@@ -433,6 +499,7 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf)
         store.atomic_write_bytes(out / name, buf.getvalue().to_pybytes())
+    store.pause_point("before-complete")
 
     skipped = [r for r in records if r["status"] != "ok"] + bad_entries
     reasons: dict[str, int] = {}

@@ -46,6 +46,8 @@ __all__ = [
     "to_half",
     "atomic_write_bytes",
     "read_attrs",
+    "pause_point",
+    "PAUSE_ENV",
 ]
 
 FORMAT_VERSION = 1
@@ -55,6 +57,7 @@ CANDIDATES_NAME = "candidates.parquet"
 REPORT_NAME = "report.json"
 WORK_DIR = "_work"
 HALF_MAX = 65504.0
+PAUSE_ENV = "HDRPREP_PAUSE_AT"
 
 
 def _codecs(compressor: str, level: int, dtype: np.dtype) -> list:
@@ -74,30 +77,37 @@ def create_arrays(root: str | Path, n_pairs: int, patch_size: int, pairs_per_sha
                   compressor: str = "blosc-zstd", level: int = 1):
     """Create (or reopen, if identical) the group and its ``ldr``/``hdr`` arrays.
 
-    An existing array of the same shape, chunking and dtype is reopened, not
+    The store is first marked incomplete (``complete: False``), so that a store
+    whose arrays are being replaced is never taken for a finished one. An
+    existing array of the same shape, chunking and dtype is reopened, not
     recreated, so a resumed build keeps its finished shards.
 
     Returns
     -------
-    zarr.Group
+    (zarr.Group, bool)
+        The group, and True if any array was (re)created empty: shards written
+        before are then gone.
     """
     import zarr
 
     group = zarr.open_group(str(root), mode="a", zarr_format=3)
+    group.attrs[ATTR] = dict(format_version=FORMAT_VERSION, complete=False)
     shape = (n_pairs, patch_size, patch_size, 3)
+    created = False
     for name, dtype in (("ldr", np.uint8), ("hdr", np.float16)):
         if name in group:
             arr = group[name]
             if arr.shape == shape and arr.dtype == dtype and arr.shards == (pairs_per_shard, *shape[1:]):
                 continue
             del group[name]
+        created = True
         group.create_array(
             name, shape=shape, dtype=dtype, chunks=(1, *shape[1:]),
             shards=(pairs_per_shard, *shape[1:]) if n_pairs else None,
             compressors=_codecs(compressor, level, dtype), fill_value=0,
             dimension_names=("pair", "y", "x", "channel"),
         )
-    return group
+    return group, created
 
 
 def write_pairs(group, start: int, ldr: np.ndarray, hdr: np.ndarray) -> None:
@@ -119,8 +129,19 @@ def write_pairs(group, start: int, ldr: np.ndarray, hdr: np.ndarray) -> None:
     stop = start + len(ldr)
     if start % per or (stop % per and stop != arr_l.shape[0]):
         raise StoreError(f"pairs {start}:{stop} do not cover whole shards of {per}; refusing a partial-shard write")
-    arr_l[start:stop] = ldr
-    arr_h[start:stop] = hdr
+    for arr, data in ((arr_l, ldr), (arr_h, hdr)):
+        # zarr reads and merges an existing file into a write that ends at the
+        # array's edge (the last shard); a corrupt old file would make it fail
+        _delete_shards(arr, start // per, -(-stop // per))
+        arr[start:stop] = data
+        pause_point("shard-array-written")
+
+
+def _delete_shards(arr, first: int, stop: int) -> None:
+    from zarr.core.sync import sync
+
+    for s in range(first, stop):
+        sync(arr.store_path.store.delete(f"{arr.path}/{arr.metadata.encode_chunk_key((s, 0, 0, 0))}"))
 
 
 def to_half(hdr: np.ndarray) -> tuple[np.ndarray, int]:
@@ -144,14 +165,42 @@ def pair_checksum(ldr: np.ndarray, hdr: np.ndarray) -> str:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path``, fsync, then rename into place."""
+    """Write ``data`` to a temporary name beside ``path``, fsync, then rename into place.
+
+    On failure (e.g. no space left) the temporary file is removed and the error re-raised.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        pause_point(f"before-rename:{path.name}")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def pause_point(name: str) -> None:
+    """Test hook for the kill drills: stop here, forever, if ``$HDRPREP_PAUSE_AT`` is ``name``.
+
+    The process prints ``hdrprep: paused at NAME`` to stderr and sleeps, so that a
+    test can SIGKILL the build at a known point. Named points: ``scored`` (a
+    frame's candidate table is in place), ``shard-array-written`` (a shard's LDR
+    file is written, its HDR file not yet), ``before-rename:FILE`` (the temporary
+    file of FILE, e.g. ``index.parquet``, is written but not yet renamed),
+    ``before-complete`` (index written, store not yet marked complete).
+    """
+    if os.environ.get(PAUSE_ENV) != name:
+        return
+    import sys
+    import time
+
+    print(f"hdrprep: paused at {name}", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(60)
 
 
 def read_attrs(root: str | Path) -> dict | None:
