@@ -1,21 +1,33 @@
-"""Contact sheets: look at the pairs of a store before training on them."""
+"""Look at a store before training on it: contact sheets, one frame's candidates, and plots.
+
+Images are drawn with OpenCV; the plots need matplotlib (the ``plots`` extra),
+imported only by :func:`plots`, through its object interface (no pyplot, so
+no global backend is switched). Every PNG is written to a temporary name and
+renamed into place.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from hdrprep import camera, store
+from hdrprep.errors import ConfigError, HdrprepError
 
-__all__ = ["mu_law", "contact_sheet"]
+__all__ = ["mu_law", "contact_sheet", "candidates_sheet", "plots", "match_sources"]
+
+_KEPT, _DISCARDED = (40, 200, 40), (230, 50, 50)  # RGB frame colours
+_TEXT = (230, 230, 230)
 
 
 def mu_law(hdr: np.ndarray, mu: float = 500.0) -> np.ndarray:
     """Tonemap linear HDR (>= 0) for display: log(1 + mu x) / log(1 + mu) with x = hdr / p99.9.
 
-    Normalising by the patch's 99.9th percentile (at least 1.0, the LDR's clip
+    Normalising by the image's 99.9th percentile (at least 1.0, the LDR's clip
     point) keeps the texture inside saturated regions visible.
 
     Returns
@@ -28,11 +40,50 @@ def mu_law(hdr: np.ndarray, mu: float = 500.0) -> np.ndarray:
     return (np.log1p(mu * x) / np.log1p(mu)).astype(np.float32)
 
 
+def _u8(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _put(img: np.ndarray, text: str, x: int, y: int, colour=_TEXT, scale: float = 0.38) -> None:
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+
+
+def _write_png(out: str | Path, rgb: np.ndarray) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {out} as PNG")
+    store.atomic_write_bytes(out, buf.tobytes())
+    return out
+
+
+def match_sources(keys: list[str], pattern: str) -> list[str]:
+    """The source keys ``pattern`` names: the key itself, else a glob over keys, else a file name.
+
+    Raises
+    ------
+    ConfigError
+        If nothing matches; the message lists some of the store's sources.
+    """
+    uniq = sorted(set(keys))
+    if pattern in uniq:
+        return [pattern]
+    found = [k for k in uniq if fnmatch.fnmatchcase(k, pattern)] or [k for k in uniq if Path(k).name == pattern]
+    if not found:
+        some = ", ".join(uniq[:8]) + (", ..." if len(uniq) > 8 else "")
+        raise ConfigError(f"--source {pattern!r} matches no frame of the store; its frames are: {some} "
+                          f"(give a path as listed, a glob such as '*.hdr', or a file name)")
+    return found
+
+
 def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str = "score",
-                  thumb: int = 128, seed: int = 0) -> Path:
+                  thumb: int = 128, seed: int = 0, source: str | None = None) -> Path:
     """Write a PNG with, per pair, the LDR, the HDR (mu-law up to its 99.9th percentile) and 1 - mask.
 
-    The third thumbnail is white where the LDR is saturated (the weights of the patch metric).
+    The third thumbnail is white where the LDR is saturated (the weights of the
+    patch metric). Each tile is labelled with the pair number, score, saturated
+    fraction and source file name.
 
     Parameters
     ----------
@@ -41,11 +92,15 @@ def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str =
     out : path
         PNG file to write.
     n : int
-        Number of pairs shown (the first ``n`` by the sort order).
+        Number of pairs shown (the first ``n`` by the sort order), >= 1.
     sort : {'score', 'random'}
-        Highest scores first, or a seeded random sample.
+        Highest scores first, or a seeded random sample shown in pair order.
     thumb : int
         Side of each thumbnail in pixels.
+    seed : int
+        Seed of the random sample.
+    source : str, optional
+        Only pairs from these frames (see :func:`match_sources`).
 
     Returns
     -------
@@ -54,15 +109,23 @@ def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str =
     """
     group, index, attrs = store.open_store(root)
     if sort not in ("score", "random"):
-        raise ValueError(f"sort must be 'score' or 'random', got {sort!r}")
+        raise ConfigError(f"--sort {sort!r}: choose 'score' or 'random'")
+    if n < 1 or thumb < 16:
+        raise ConfigError(f"--n {n} / thumb {thumb}: show at least one pair, thumbnails of >= 16 pixels")
     if index.num_rows == 0:
-        raise ValueError(f"{root}: the store has no pairs to show")
+        raise HdrprepError(f"{root}: the store has no pairs to show")
     alpha = attrs["config"]["camera"]["mask_alpha"]
     scores = index["score"].to_numpy()
-    order = np.argsort(-scores, kind="stable") if sort == "score" else \
-        np.random.default_rng(seed).permutation(index.num_rows)
-    picks = np.sort(order[:n]) if sort == "random" else order[:n]
+    sat = index["saturated_fraction"].to_numpy()
     sources = index["source"].to_pylist()
+    pool = np.arange(index.num_rows)
+    if source is not None:
+        wanted = set(match_sources(sources, source))
+        pool = np.array([i for i, s in enumerate(sources) if s in wanted])
+    if sort == "score":
+        picks = pool[np.argsort(-scores[pool], kind="stable")][:n]
+    else:
+        picks = np.sort(np.random.default_rng(seed).permutation(pool)[:n])
     label_h = 16
     cols = max(1, min(4, len(picks)))
     rows = -(-len(picks) // cols)
@@ -72,16 +135,222 @@ def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str =
         ldr = group["ldr"][int(i)]
         hdr = group["hdr"][int(i)].astype(np.float32)
         mask = camera.soft_mask(ldr, alpha)
-        parts = [ldr, (mu_law(hdr) * 255 + 0.5).astype(np.uint8), ((1 - mask) * 255 + 0.5).astype(np.uint8)]
+        parts = [ldr, _u8(mu_law(hdr)), _u8(1 - mask)]
         y, x = (k // cols) * tile_h, (k % cols) * tile_w
         for j, img in enumerate(parts):
             small = cv2.resize(img, (thumb, thumb), interpolation=cv2.INTER_AREA)
             sheet[y + label_h:y + label_h + thumb, x + j * thumb:x + (j + 1) * thumb] = small
-        label = f"#{int(i)} s={scores[i]:.2f} {Path(sources[i]).name}"[:48]
-        cv2.putText(sheet, label, (x + 2, y + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (230, 230, 230), 1,
-                    cv2.LINE_AA)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), sheet[..., ::-1]):
-        raise OSError(f"could not write {out}")
-    return out
+        chars = max(8, (3 * thumb) // 7)  # about 7 pixels per character at this font scale
+        _put(sheet, f"#{int(i)} s={scores[i]:.2f} sat={sat[i]:.2f} {Path(sources[i]).name}"[:chars], x + 2, y + 12)
+    return _write_png(out, sheet)
+
+
+def _spread(order: np.ndarray, n: int) -> np.ndarray:
+    """At most ``n`` entries of ``order`` at evenly spaced ranks (first and last included)."""
+    if len(order) <= n:
+        return order
+    return order[np.unique(np.linspace(0, len(order) - 1, n).round().astype(int))]
+
+
+def candidates_sheet(root: str | Path, src: str | Path, frame: str, out: str | Path, *, n: int = 24,
+                     thumb: int = 112, width: int = 1024) -> Path:
+    """Write a PNG of one frame's candidates: the frame with every window drawn, and kept beside discarded.
+
+    Left: the frame (mu-law at the candidates' exposure), kept windows in green,
+    discarded ones in red, each labelled with its candidate number. Right: the
+    re-rendered LDR of up to ``n`` kept and ``n`` discarded candidates (evenly
+    spread over their score ranks, highest first), labelled with candidate
+    number, score and saturated fraction.
+
+    Parameters
+    ----------
+    root : path
+        A finished store (its ``candidates.parquet`` lists every candidate).
+    src : path
+        The folder the store was built from (the store records paths relative to it).
+    frame : str
+        The frame: its key as in the index, or a glob or file name naming exactly one frame.
+    out : path
+        PNG file to write.
+    n : int
+        Most thumbnails per group.
+    thumb : int
+        Thumbnail side in pixels.
+    width : int
+        Most pixels of the frame's width in the sheet (larger frames are scaled down).
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+    """
+    import dataclasses
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from hdrprep import io as hio
+    from hdrprep import pairs
+    from hdrprep.config import Config
+    from hdrprep.export import source_path
+
+    _, _, attrs = store.open_store(root)
+    table = pq.read_table(Path(root) / store.CANDIDATES_NAME)
+    if table.num_rows == 0:
+        raise HdrprepError(f"{root}: the store has no scored candidates")
+    keys = match_sources(table["source"].to_pylist(), frame)
+    if len(keys) > 1:
+        raise ConfigError(f"--candidates {frame!r} names {len(keys)} frames ({', '.join(keys[:5])}); name one")
+    key = keys[0]
+    rows = table.filter(pc.equal(table["source"], key)).to_pylist()
+    config = Config.from_dict(attrs["config"])
+    size = config.sampling.patch_size
+    image, _ = hio.read_frame(source_path(src, key, attrs), ingest=config.ingest, min_size=size)
+    curves = camera.CurveTable.load(config.camera.table_path) if config.camera.curve == "table" else None
+    fields = [f.name for f in dataclasses.fields(camera.CameraParams)]
+
+    # the frame, scaled to at most `width` pixels, windows drawn discarded first so kept ones stay on top
+    exposure = float(np.median([r["exposure"] for r in rows]))
+    scale = min(1.0, width / image.shape[1])
+    shown = cv2.resize(_u8(mu_law(image * np.float32(exposure))), None, fx=scale, fy=scale,
+                       interpolation=cv2.INTER_AREA)
+    for r in sorted(rows, key=lambda r: r["kept"]):
+        colour = _KEPT if r["kept"] else _DISCARDED
+        p0 = (int(r["col"] * scale), int(r["row"] * scale))
+        p1 = (int((r["col"] + size) * scale) - 1, int((r["row"] + size) * scale) - 1)
+        cv2.rectangle(shown, p0, p1, colour, 2 if r["kept"] else 1, cv2.LINE_AA)
+        _put(shown, str(r["candidate"]), p0[0] + 3, p0[1] + 13, colour, 0.45)
+
+    # thumbnail panels
+    label_h, cols, pad = 14, 3, 4
+    tile_w, tile_h = thumb + pad, thumb + label_h + pad
+    panels = []
+    for kept in (True, False):
+        members = sorted((r for r in rows if r["kept"] == kept), key=lambda r: -r["score"])
+        picks = [members[i] for i in _spread(np.arange(len(members)), n)]
+        title = f"{'kept' if kept else 'discarded'}: {len(picks)} of {len(members)}"
+        nrows = max(1, -(-len(picks) // cols))
+        panel = np.full((24 + nrows * tile_h, cols * tile_w, 3), 24, np.uint8)
+        _put(panel, title, 4, 16, _KEPT if kept else _DISCARDED, 0.5)
+        for k, r in enumerate(picks):
+            params = camera.CameraParams.from_dict({f: r[f] for f in fields})
+            ldr, _ = pairs.render_pair(image, r["row"], r["col"], size, params, config, curves)
+            y, x = 24 + (k // cols) * tile_h, (k % cols) * tile_w
+            img = cv2.resize(ldr, (thumb, thumb), interpolation=cv2.INTER_AREA)
+            cv2.rectangle(img, (0, 0), (thumb - 1, thumb - 1), _KEPT if kept else _DISCARDED, 2)
+            panel[y + label_h:y + label_h + thumb, x:x + thumb] = img
+            _put(panel, f"{r['candidate']} s={r['score']:.2f} {r['saturated_fraction']:.2f}", x + 1, y + 11,
+                 scale=0.33)
+        panels.append(panel)
+
+    header = 22
+    height = header + max(shown.shape[0], *(p.shape[0] for p in panels))
+    title = f"{key}: {len(rows)} candidates, threshold {config.select.threshold:g}; labels: candidate, score, " \
+            "saturated fraction"
+    total_w = max(shown.shape[1] + sum(p.shape[1] + 8 for p in panels), 8 * len(title))
+    sheet = np.full((height, total_w, 3), 24, np.uint8)
+    _put(sheet, title, 4, 15, scale=0.45)
+    sheet[header:header + shown.shape[0], :shown.shape[1]] = shown
+    x = shown.shape[1] + 8
+    for p in panels:
+        sheet[header:header + p.shape[0], x:x + p.shape[1]] = p
+        x += p.shape[1] + 8
+    return _write_png(out, sheet)
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise HdrprepError("plots need matplotlib, which is not installed; "
+                           "install it with: pip install 'hdrprep[plots]'") from exc
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    store.atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def plots(root: str | Path, out_dir: str | Path, *, max_curves: int = 200, seed: int = 0) -> list[Path]:
+    """Write the store's distributions as PNG plots (needs matplotlib).
+
+    Files written in ``out_dir``:
+
+    - ``scores.png``: histogram of every candidate's score, kept and discarded
+      stacked, with the selection threshold as a vertical line;
+    - ``saturation.png``: histogram of the candidates' saturated fractions, kept
+      and discarded stacked (with ``select.min_saturated_fraction`` when it is > 0);
+    - ``curves.png``: the camera curve f(x), x in [0, 1], of up to ``max_curves``
+      pairs (a seeded sample), and the identity for reference.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The three files.
+    """
+    import pyarrow.parquet as pq
+
+    _, index, attrs = store.open_store(root)
+    cand = pq.read_table(Path(root) / store.CANDIDATES_NAME)
+    if cand.num_rows == 0:
+        raise HdrprepError(f"{root}: the store has no scored candidates to plot")
+    config = attrs["config"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept = cand["kept"].to_numpy(zero_copy_only=False)
+    written = []
+
+    for name, column, xlabel, line, line_label in (
+            ("scores.png", "score", "score (Santos et al. 2020, Algorithm 1)", config["select"]["threshold"],
+             "threshold"),
+            ("saturation.png", "saturated_fraction", "saturated fraction of the LDR",
+             config["select"]["min_saturated_fraction"] or None, "min. saturated fraction")):
+        values = cand[column].to_numpy()
+        fig = _figure(7, 4)
+        ax = fig.add_subplot()
+        top = max(float(values.max()), line or 0.0) or 1.0
+        width = top / 40
+        # the line is a bin edge, so no bar mixes values on both sides of it
+        shift = (line or 0.0) % width
+        bins = np.arange(shift - width if shift else 0.0, top + width, width)
+        ax.hist([values[kept], values[~kept]], bins=bins, stacked=True,
+                color=[np.array(_KEPT) / 255, np.array(_DISCARDED) / 255],
+                label=[f"kept ({int(kept.sum())})", f"discarded ({int((~kept).sum())})"])
+        if line is not None:
+            ax.axvline(line, color="black", linestyle="--", linewidth=1.2, label=f"{line_label} {line:g}")
+        ax.set_xlim(left=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("candidates")
+        ax.set_title(f"{Path(root).name}: {cand.num_rows} candidates from "
+                     f"{len(set(cand['source'].to_pylist()))} frames")
+        ax.legend()
+        written.append(_save(fig, out_dir / name))
+
+    fig = _figure(6, 5)
+    ax = fig.add_subplot()
+    x = np.linspace(0.0, 1.0, 257, dtype=np.float32)
+    n = index.num_rows
+    picks = np.sort(np.random.default_rng(seed).permutation(n)[:max_curves])
+    if n:
+        import dataclasses
+
+        curves = camera.CurveTable.load(config["camera"]["table_path"]) \
+            if config["camera"]["curve"] == "table" else None
+        fields = [f.name for f in dataclasses.fields(camera.CameraParams)]
+        rows = index.take(picks).to_pylist()
+        for r in rows:
+            params = camera.CameraParams.from_dict({f: r[f] for f in fields})
+            ax.plot(x, camera.apply_curve(x, params, curves), color="tab:blue", alpha=0.25, linewidth=0.8)
+    ax.plot(x, x, color="black", linestyle="--", linewidth=1, label="identity")
+    families = sorted(set(index["curve"].to_pylist())) if n else []
+    ax.set_title(f"camera curves of {len(picks)} of {n} pairs ({', '.join(families) or 'none'})")
+    ax.set_xlabel("linear exposed value (1 = clip point)")
+    ax.set_ylabel("camera output (before 8-bit quantisation)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right")
+    written.append(_save(fig, out_dir / "curves.png"))
+    return written
