@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 from click.testing import CliRunner
 
 from hdrprep.cli import main
@@ -33,3 +34,45 @@ def test_build_refuses_contradicting_flags(tmp_path):
                                   "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])
     assert r.exit_code != 0 and "--workers" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_train_then_predict_through_the_cli(tmp_path):
+    """The CLI wiring of the trainer: a 2-step run on a pipeline-built store, then predict an LDR PNG."""
+    import pytest
+
+    pytest.importorskip("torch")
+    import cv2
+    import zarr
+
+    from test_train_store import make_tiny_store
+
+    ldr, _ = make_tiny_store(tmp_path / "s.zarr", n=6, size=64)
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "s.zarr"), "--out", str(run), "--no-perceptual",
+                                  "--max-steps", "2", "--width", "4", "--depth", "2", "--num-workers", "0",
+                                  "--val-every", "2", "--ckpt-every", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert (run / "checkpoints" / "last.pt").is_file()
+    png = tmp_path / "in.png"
+    cv2.imwrite(str(png), np.ascontiguousarray(ldr[0][..., ::-1]))
+    r = CliRunner().invoke(main, ["predict", "--checkpoint", str(run / "checkpoints" / "last.pt"),
+                                  "--input", str(png), "--out", str(tmp_path / "out.exr")])
+    assert r.exit_code == 0, r.output
+    from hdrprep.io import read_frame
+
+    hdr, _ = read_frame(tmp_path / "out.exr")
+    assert hdr.shape == (64, 64, 3) and np.isfinite(hdr).all()
+    assert zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["ldr"].shape[0] == 6
+
+
+def test_train_without_vgg_weights_refuses_with_the_recipe(tmp_path):
+    import pytest
+
+    pytest.importorskip("torch")
+    from test_train_store import make_tiny_store
+
+    make_tiny_store(tmp_path / "s.zarr", n=6, size=32)
+    r = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "run"),
+                                  "--max-steps", "1", "--quiet"])
+    assert r.exit_code == 2
+    assert "vgg19" in r.output.lower() and "--no-perceptual" in r.output
