@@ -56,7 +56,7 @@ import numpy as np
 from hdrprep import store
 from hdrprep.errors import ConfigError, StoreError
 
-__all__ = ["FORMATS", "LDR_FORMATS", "MARKER", "export", "pair_names", "write_bin", "read_bin",
+__all__ = ["FORMATS", "LDR_FORMATS", "MARKER", "export", "pair_names", "source_path", "write_bin", "read_bin",
            "render_pair_from_index"]
 
 FORMATS = ("eilertsen", "exr-png")
@@ -167,6 +167,27 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def source_path(src: str | Path, key: str, attrs: dict) -> Path:
+    """The path of frame ``key`` under ``src``, checked against the sha256 the build recorded.
+
+    Raises
+    ------
+    StoreError
+        If the file is missing or its bytes differ from those the store was built from.
+    """
+    path = Path(src) / key
+    if not path.is_file():
+        raise StoreError(f"{path}: frame '{key}' of the store is not there; pass the --src the store was built from")
+    record = next((s for s in attrs.get("sources", []) if s["source"] == key), {})
+    if record.get("sha256"):
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if digest != record["sha256"]:
+            raise StoreError(f"{path}: its bytes differ from the frame the store was built from (sha256 "
+                             f"{record['sha256'][:12]}..., now {digest[:12]}...); pass the original --src")
+    return path
+
+
 def export(root: str | Path, out: str | Path, *, format: str = "eilertsen", ldr_format: str = "jpg",
            progress: bool = False) -> dict:
     """Write every pair of a store as files another training code reads (layouts: module docstring).
@@ -266,13 +287,7 @@ def render_pair_from_index(root: str | Path, src: str | Path, k: int,
         raise ConfigError(f"--pair {k}: the store {root} has pairs 0..{n - 1}")
     row = index.slice(k, 1).to_pylist()[0]
     config = Config.from_dict(attrs["config"])
-    path = Path(src) / row["source"]
-    if not path.is_file():
-        raise StoreError(f"{path}: the frame of pair {k} is not there; pass the --src the store was built from")
-    record = next((s for s in attrs.get("sources", []) if s["source"] == row["source"]), {})
-    if record.get("sha256") and _sha256(path) != record["sha256"]:
-        raise StoreError(f"{path}: its bytes differ from the frame the store was built from (sha256 "
-                         f"{record['sha256'][:12]}...); pass the original --src")
+    path = source_path(src, row["source"], attrs)
     size = config.sampling.patch_size
     frame, _ = io.read_frame(path, ingest=config.ingest, min_size=size)
     curves = camera.CurveTable.load(config.camera.table_path) if config.camera.curve == "table" else None
