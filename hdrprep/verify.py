@@ -1,0 +1,216 @@
+"""``hdrprep verify``: check a finished store against itself.
+
+A store carries what is needed to check it without the source frames: the
+format version and completeness flag in its group attribute, the array shapes
+implied by its configuration, and, per pair, a checksum taken when the pair was
+written (``index.parquet`` column ``checksum`` = :func:`hdrprep.store.pair_checksum`).
+:func:`verify` reads every shard once and reports what does not match, naming
+the shard, the pairs and the fix. It never changes the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hdrprep import store
+
+__all__ = ["Problem", "verify", "REQUIRED_COLUMNS"]
+
+REQUIRED_COLUMNS = ("pair", "shard", "source", "candidate", "row", "col", "size", "checksum")
+_RERUN = "rerun the same `hdrprep build` (same --src, --out and preset)"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a store.
+
+    Attributes
+    ----------
+    where : str
+        The part concerned, e.g. ``'index.parquet'`` or ``'shard 3 (pairs 48-63)'``.
+    what : str
+        What is wrong, with the values found.
+    fix : str
+        What to do about it.
+    """
+
+    where: str
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}; {self.fix}"
+
+
+def verify(root: str | Path, *, checksums: bool = True, progress: bool = False) -> list[Problem]:
+    """Check a store's format, completeness, arrays, index and (optionally) every pair.
+
+    Parameters
+    ----------
+    root : path
+        The store folder (``shards.zarr``).
+    checksums : bool
+        Read every pair and compare it with its stored checksum (reads the
+        whole store once); False checks the structure only.
+    progress : bool
+        Show a progress bar over the shards.
+
+    Returns
+    -------
+    list of Problem
+        Empty when the store is sound.
+    """
+    root = Path(root)
+    attrs = store.read_attrs(root)
+    if attrs is None:
+        return [Problem(str(root), f"not an hdrprep store (no zarr.json with an '{store.ATTR}' attribute)",
+                        "give the folder that `hdrprep build --out` wrote")]
+    if attrs.get("format_version") != store.FORMAT_VERSION:
+        return [Problem("zarr.json", f"format version {attrs.get('format_version')!r}, this hdrprep reads "
+                        f"{store.FORMAT_VERSION}", "use a matching hdrprep version or rebuild the store")]
+    if not attrs.get("complete"):
+        return [Problem(str(root), "the build did not finish (the store is not marked complete)",
+                        f"{_RERUN} to resume it")]
+    config = attrs.get("config") or {}
+    try:
+        size = int(config["sampling"]["patch_size"])
+        per = int(config["output"]["pairs_per_shard"])
+    except (KeyError, TypeError, ValueError):
+        return [Problem("zarr.json", "the 'config' attribute lacks sampling.patch_size or "
+                        "output.pairs_per_shard", "rebuild with --overwrite")]
+    problems: list[Problem] = []
+    arrays = _check_arrays(root, size, per, problems)
+    index = _read_index(root, problems)
+    n = None if arrays is None else arrays[0].shape[0]
+    if n is not None and (attrs.get("counts") or {}).get("kept") != n:
+        problems.append(Problem("zarr.json", f"counts.kept is {(attrs.get('counts') or {}).get('kept')!r} but "
+                                f"the arrays hold {n} pairs", f"{_RERUN} to rewrite the attributes"))
+    if index is not None and n is not None and _check_index(index, n, per, problems) and checksums:
+        _check_pairs(root, arrays, index["checksum"].to_pylist(), per, problems, progress)
+    _check_candidates(root, n, problems)
+    return problems
+
+
+def _check_arrays(root: Path, size: int, per: int, problems: list[Problem]):
+    import zarr
+
+    try:
+        group = zarr.open_group(str(root), mode="r")
+        ldr, hdr = group["ldr"], group["hdr"]
+    except Exception as exc:  # any failure to open is a finding, not a crash
+        problems.append(Problem("ldr/, hdr/", f"arrays cannot be opened ({type(exc).__name__}: {exc})",
+                                f"{_RERUN}, or rebuild with --overwrite"))
+        return None
+    ok = True
+    for arr, name, dtype in ((ldr, "ldr", np.uint8), (hdr, "hdr", np.float16)):
+        shape = arr.shape
+        want = (shape[0], size, size, 3)
+        if arr.dtype != dtype or shape != want or (shape[0] and arr.shards != (per, size, size, 3)):
+            problems.append(Problem(f"{name}/", f"dtype {arr.dtype}, shape {shape}, shards {arr.shards}; "
+                                    f"expected {np.dtype(dtype)}, (N, {size}, {size}, 3), shards of {per} pairs",
+                                    "rebuild with --overwrite"))
+            ok = False
+    if ldr.shape[0] != hdr.shape[0]:
+        problems.append(Problem("ldr/, hdr/", f"ldr holds {ldr.shape[0]} pairs, hdr {hdr.shape[0]}",
+                                "rebuild with --overwrite"))
+        ok = False
+    return (ldr, hdr) if ok else None
+
+
+def _read_index(root: Path, problems: list[Problem]):
+    import pyarrow.parquet as pq
+
+    path = root / store.INDEX_NAME
+    if not path.is_file():
+        problems.append(Problem(store.INDEX_NAME, "missing", f"{_RERUN}: it rewrites the index from _work/"))
+        return None
+    try:
+        return pq.read_table(path)
+    except Exception as exc:  # a damaged Parquet file raises several pyarrow types
+        problems.append(Problem(store.INDEX_NAME, f"cannot be read ({type(exc).__name__}: {exc})",
+                                f"{_RERUN}: it rewrites the index from _work/"))
+        return None
+
+
+def _check_index(index, n: int, per: int, problems: list[Problem]) -> bool:
+    """Columns, row count, pair and shard numbering; True if pairs can be checked against it."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in index.column_names]
+    if missing:
+        problems.append(Problem(store.INDEX_NAME, f"columns {', '.join(missing)} are missing",
+                                f"{_RERUN}: it rewrites the index"))
+        return False
+    if index.num_rows != n:
+        problems.append(Problem(store.INDEX_NAME, f"{index.num_rows} rows but the arrays hold {n} pairs: "
+                                f"the index does not belong to these arrays (stale?)", f"{_RERUN}: it rewrites the index"))
+        return False
+    pair = index["pair"].to_numpy()
+    ok = True
+    if not np.array_equal(pair, np.arange(n)):
+        first = int(np.flatnonzero(pair != np.arange(n))[0])
+        problems.append(Problem(store.INDEX_NAME, f"column 'pair' is not 0..{n - 1} (row {first} holds "
+                                f"{pair[first]})", f"{_RERUN}: it rewrites the index"))
+        ok = False
+    shard = index["shard"].to_numpy()
+    if not np.array_equal(shard, np.arange(n) // per):
+        first = int(np.flatnonzero(shard != np.arange(n) // per)[0])
+        problems.append(Problem(store.INDEX_NAME, f"column 'shard' does not match {per} pairs per shard "
+                                f"(row {first} holds {shard[first]})", f"{_RERUN}: it rewrites the index"))
+    if index["checksum"].null_count:
+        problems.append(Problem(store.INDEX_NAME, f"{index['checksum'].null_count} pairs have no checksum",
+                                f"{_RERUN}: it rewrites the index"))
+        ok = False
+    return ok
+
+
+def _check_pairs(root: Path, arrays, expected: list[str], per: int, problems: list[Problem], progress: bool):
+    from tqdm.auto import tqdm
+
+    ldr, hdr = arrays
+    n = len(expected)
+    bad_total = 0
+    starts = range(0, n, per)
+    for start in tqdm(starts, total=len(starts), desc="verify shards", unit="shard", disable=not progress):
+        stop = min(start + per, n)
+        k = start // per
+        where = f"shard {k} (pairs {start}-{stop - 1}, files ldr/c/{k}/0/0/0, hdr/c/{k}/0/0/0)"
+        fix = (f"delete {store.WORK_DIR}/shards/{k:06d}.json and {_RERUN} to rewrite this shard "
+               f"(or rebuild with --overwrite if {store.WORK_DIR}/ is gone)")
+        try:
+            block_l, block_h = ldr[start:stop], hdr[start:stop]
+        except Exception as exc:  # a damaged shard fails in zarr's decoders with various types
+            problems.append(Problem(where, f"cannot be read ({type(exc).__name__}: {exc})", fix))
+            bad_total += stop - start
+            continue
+        bad = [start + i for i in range(stop - start)
+               if store.pair_checksum(block_l[i], block_h[i]) != expected[start + i]]
+        if bad:
+            shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+            problems.append(Problem(where, f"{len(bad)} of {stop - start} pairs do not match their checksums "
+                                    f"(pairs {shown})", fix))
+            bad_total += len(bad)
+    if n and bad_total > n // 2:
+        problems.append(Problem(store.INDEX_NAME, f"{bad_total} of {n} pairs do not match the index: the index "
+                                f"may be stale (from another build) rather than the shards damaged",
+                                f"{_RERUN}: it rewrites the index, then verify again"))
+
+
+def _check_candidates(root: Path, n: int | None, problems: list[Problem]) -> None:
+    import pyarrow.parquet as pq
+
+    if not n:  # an empty store's candidate table has no 'kept' column
+        return
+    path = root / store.CANDIDATES_NAME
+    try:
+        kept = pq.read_table(path, columns=["kept"])["kept"] if path.is_file() else None
+    except Exception as exc:  # damaged or without a 'kept' column
+        problems.append(Problem(store.CANDIDATES_NAME, f"cannot be read ({type(exc).__name__}: {exc})",
+                                f"{_RERUN}: it rewrites it"))
+        return
+    if kept is None:
+        problems.append(Problem(store.CANDIDATES_NAME, "missing", f"{_RERUN}: it rewrites it"))
+    elif kept.to_numpy().sum() != n:
+        problems.append(Problem(store.CANDIDATES_NAME, f"{int(kept.to_numpy().sum())} candidates are marked "
+                                f"kept but the arrays hold {n} pairs", f"{_RERUN}: it rewrites it"))
