@@ -162,11 +162,6 @@ def _prepare(root: Path, out: Path, fmt: str) -> None:
                 f.unlink()
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def source_path(src: str | Path, key: str, attrs: dict) -> Path:
     """The path of frame ``key`` under ``src``, checked against the sha256 the build recorded.
 
