@@ -215,20 +215,40 @@ def detail_block(L, top, left, h, w, y0, y1, x0, x1, transpose, ref, g, row_widt
 
 
 @njit(cache=True, nogil=True)
+def _sobel_px(rm, rc, rp, x, xm, xp):
+    """|Sobel_x| + |Sobel_y| at column x of rows rm, rc, rp (OpenCV's operation order)."""
+    two = np.float32(2.0)
+    gx = (rm[xp] - rm[xm]) + two * (rc[xp] - rc[xm]) + (rp[xp] - rp[xm])
+    gy = (rp[xm] + two * rp[x] + rp[xp]) - (rm[xm] + two * rm[x] + rm[xp])
+    return abs(gx) + abs(gy)
+
+
+@njit(cache=True, nogil=True)
 def sobel_abs(D, y0, y1, x0, x1, G):
     """G = |Sobel_x D| + |Sobel_y D| (ksize 3, REFLECT_101) on rows [y0,y1), cols [x0,x1)."""
     h, w = D.shape
     two = np.float32(2.0)
+    xs = max(x0, 1)
+    xe = max(xs, min(x1, w - 1))
+    n = xe - xs
     for y in range(y0, y1):
-        ym = _reflect(y - 1, h)
-        yp = _reflect(y + 1, h)
-        for x in range(x0, x1):
-            xm = _reflect(x - 1, w)
-            xp = _reflect(x + 1, w)
-            # OpenCV's separable order: row filter first, then column filter
-            gx = (D[ym, xp] - D[ym, xm]) + two * (D[y, xp] - D[y, xm]) + (D[yp, xp] - D[yp, xm])
-            gy = (D[yp, xm] + two * D[yp, x] + D[yp, xp]) - (D[ym, xm] + two * D[ym, x] + D[ym, xp])
-            G[y, x] = abs(gx) + abs(gy)
+        rm = D[_reflect(y - 1, h)]
+        rc = D[y]
+        rp = D[_reflect(y + 1, h)]
+        grow = G[y]
+        for x in range(x0, xs):
+            grow[x] = _sobel_px(rm, rc, rp, x, _reflect(x - 1, w), _reflect(x + 1, w))
+        for x in range(xe, x1):
+            grow[x] = _sobel_px(rm, rc, rp, x, _reflect(x - 1, w), _reflect(x + 1, w))
+        # interior through shifted views (bare loop index: vectorisable)
+        mm, mc, mp = rm[xs - 1:xe - 1], rm[xs:xe], rm[xs + 1:xe + 1]
+        cm, cp = rc[xs - 1:xe - 1], rc[xs + 1:xe + 1]
+        pm, pc, pp = rp[xs - 1:xe - 1], rp[xs:xe], rp[xs + 1:xe + 1]
+        out = grow[xs:xe]
+        for i in range(n):
+            gx = (mp[i] - mm[i]) + two * (cp[i] - cm[i]) + (pp[i] - pm[i])
+            gy = (pm[i] + two * pc[i] + pp[i]) - (mm[i] + two * mc[i] + mp[i])
+            out[i] = abs(gx) + abs(gy)
 
 
 @njit(cache=True, nogil=True)
@@ -259,7 +279,7 @@ def whole_window(size, R):
 
 
 @njit(cache=True, nogil=True)
-def window_band(L, LT, D, r0, c0, size, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor,
+def window_band(L, D, r0, c0, size, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor,
                 binom, dwin, gwin):
     """The window's own G near its edges, where it differs from the frame's G.
 
@@ -267,9 +287,8 @@ def window_band(L, LT, D, r0, c0, size, ref, g, row_width, width_slot, n_widths,
     stencil reaches past the window, and the per-window oracle reflects the
     window's own pixels there. Fills that band of ``gwin`` (size, size) float32;
     the interior is left untouched (it equals the frame's G). ``dwin`` (size,
-    size) float32 is scratch; ``LT`` is L transposed (C-contiguous), so that the
-    left and right strips run along long rows too. A window too small for a band
-    is computed whole. A window edge on the frame edge gives the frame's values.
+    size) float32 is scratch. A window too small for a band is computed whole.
+    A window edge on the frame edge gives the frame's values.
     """
     R = g.shape[0] - 1
     s = size
@@ -292,8 +311,19 @@ def window_band(L, LT, D, r0, c0, size, ref, g, row_width, width_slot, n_widths,
     args = (g, row_width, width_slot, n_widths, kernel_sum, taylor, binom, dwin)
     detail_block(L, r0, c0, s, s, 0, R, 0, s, False, ref, *args, 0, 0)
     detail_block(L, r0, c0, s, s, s - R, s, 0, s, False, ref, *args, s - R, 0)
-    detail_block(LT, c0, r0, s, s, 0, R, R, s - R, True, ref, *args, 0, R)
-    detail_block(LT, c0, r0, s, s, s - R, s, R, s - R, True, ref, *args, s - R, R)
+    # left and right strips on the transposed 2R columns they read, so that they
+    # too run along rows of length ~size (image rows = window columns)
+    strip = np.empty((2 * R, s), np.float32)
+    for side in range(2):
+        c = c0 if side == 0 else c0 + s - 2 * R
+        for i in range(s):
+            src = L[r0 + i, c:c + 2 * R]
+            for j in range(2 * R):
+                strip[j, i] = src[j]
+        if side == 0:
+            detail_block(strip, 0, 0, s, s, 0, R, R, s - R, True, ref, *args, 0, R)
+        else:  # image rows s - 2R .. s - 1 are strip rows 0 .. 2R - 1
+            detail_block(strip, -(s - 2 * R), 0, s, s, s - R, s, R, s - R, True, ref, *args, s - R, R)
     b = R + 1
     sobel_abs(dwin, 0, b, 0, s, gwin)
     sobel_abs(dwin, s - b, s, 0, s, gwin)
@@ -303,14 +333,25 @@ def window_band(L, LT, D, r0, c0, size, ref, g, row_width, width_slot, n_widths,
 
 @njit(cache=True, nogil=True, fastmath=_SUM_MATH)
 def _weighted_sum(G, gr0, gc0, W, y0, y1, x0, x1):
-    """(sum G*W over channels, sum W) on window rows [y0,y1), cols [x0,x1), in float64."""
+    """(sum G*W over channels, sum W) on window rows [y0,y1), cols [x0,x1).
+
+    G is read at (gr0 + y, gc0 + x). Rows are summed in float32 (at most a few
+    thousand terms), the row sums in float64.
+    """
     tot = 0.0
     wsum = 0.0
+    n = x1 - x0
     for y in range(y0, y1):
-        for x in range(x0, x1):
-            ws = np.float64(W[y, x, 0]) + np.float64(W[y, x, 1]) + np.float64(W[y, x, 2])
-            tot += G[gr0 + y, gc0 + x] * ws
-            wsum += ws
+        grow = G[gr0 + y, gc0 + x0:gc0 + x1]
+        wrow = W[y, x0:x1]
+        rt = np.float32(0.0)
+        rw = np.float32(0.0)
+        for x in range(n):
+            ws = wrow[x, 0] + wrow[x, 1] + wrow[x, 2]
+            rt += grow[x] * ws
+            rw += ws
+        tot += rt
+        wsum += rw
     return tot, wsum
 
 
@@ -347,7 +388,7 @@ def score_window(G, gwin, r0, c0, W, band, patch):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def scores_parallel(L, LT, D, G, corners, W, exact, patch, ref, g, row_width, width_slot, n_widths,
+def scores_parallel(L, D, G, corners, W, exact, patch, ref, g, row_width, width_slot, n_widths,
                     kernel_sum, taylor, binom, out):
     """Scores of K windows (corners (K, 2), W (K, size, size, 3)) with Numba threads."""
     s = W.shape[1]
@@ -358,7 +399,7 @@ def scores_parallel(L, LT, D, G, corners, W, exact, patch, ref, g, row_width, wi
         if exact:
             dwin = np.empty((s, s), np.float32)
             gwin = np.empty((s, s), np.float32)
-            window_band(L, LT, D, r0, c0, s, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor,
+            window_band(L, D, r0, c0, s, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor,
                         binom, dwin, gwin)
         else:
             gwin = np.empty((1, 1), np.float32)

@@ -176,7 +176,6 @@ class FrameMetric:
                 k.frame_detail_tile(L, x0, min(self.shape[1], x0 + _TILE), self._ref, *self._params,
                                     self._D)
             k.sobel_abs(self._D, 0, self.shape[0], 0, self.shape[1], self._G)
-        self._LT = np.ascontiguousarray(L.T) if cfg.mode == "exact" else L
         self._dwin = np.empty((size, size), np.float32)
         self._gwin = np.empty((size, size), np.float32)
 
@@ -199,7 +198,7 @@ class FrameMetric:
 
     def _band(self, r: int, c: int) -> None:
         """Fill the band of ``self._gwin`` for the window at (r, c) (exact mode)."""
-        _kernels().window_band(self._L, self._LT, self._D, r, c, self.size, self._ref, *self._params,
+        _kernels().window_band(self._L, self._D, r, c, self.size, self._ref, *self._params,
                                self._dwin, self._gwin)
 
     def gradient(self, row: int, col: int) -> np.ndarray:
@@ -246,7 +245,7 @@ class FrameMetric:
             raise ValueError(f"{checked.shape[0]} corners but {weights.shape[0]} weight arrays")
         if _threads() > 1:
             out = np.empty(checked.shape[0])
-            _kernels().scores_parallel(self._L, self._LT, self._D, self._G, checked, weights,
+            _kernels().scores_parallel(self._L, self._D, self._G, checked, weights,
                                        self.config.mode == "exact", self.config.normalisation == "patch",
                                        self._ref, *self._params, out)
             return out

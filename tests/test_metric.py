@@ -100,7 +100,7 @@ def check_windows(frame, size, corners, config=MetricConfig(), g_atol=G_ATOL):
         assert err.max() <= g_atol, f"window ({r}, {c}): max |G - oracle| {err.max():.3g} at " \
                                     f"{np.unravel_index(err.argmax(), err.shape)}"
         W = camera_weights(window)
-        assert fm.score(r, c, W) == pytest.approx(score_from_gradient(G, W, config.normalisation), rel=1e-9)
+        assert fm.score(r, c, W) == pytest.approx(score_from_gradient(G, W, config.normalisation), rel=1e-6)
         for norm in ("saturated", "patch"):
             ref = oracle_score(G_ref, W, norm)
             got = score_from_gradient(G, W, norm)
@@ -216,7 +216,7 @@ def test_small_score_from_gradient_is_the_formula():
     G = rng.random((20, 24)).astype(np.float32)
     W = rng.random((20, 24, 3)).astype(np.float32) * (rng.random((20, 24, 1)) > 0.5)
     for norm in ("saturated", "patch"):
-        assert score_from_gradient(G, W, norm) == pytest.approx(oracle_score(G, W, norm), rel=1e-12)
+        assert score_from_gradient(G, W, norm) == pytest.approx(oracle_score(G, W, norm), rel=1e-6)
 
 
 def test_small_saturated_fraction():
