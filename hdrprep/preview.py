@@ -58,8 +58,10 @@ def _write_png(out: str | Path, rgb: np.ndarray) -> Path:
     return out
 
 
-def match_sources(keys: list[str], pattern: str) -> list[str]:
+def match_sources(keys: list[str], pattern: str, what: str = "frames of the store") -> list[str]:
     """The source keys ``pattern`` names: the key itself, else a glob over keys, else a file name.
+
+    ``what`` describes ``keys`` in the error message.
 
     Raises
     ------
@@ -72,7 +74,7 @@ def match_sources(keys: list[str], pattern: str) -> list[str]:
     found = [k for k in uniq if fnmatch.fnmatchcase(k, pattern)] or [k for k in uniq if Path(k).name == pattern]
     if not found:
         some = ", ".join(uniq[:8]) + (", ..." if len(uniq) > 8 else "")
-        raise ConfigError(f"--source {pattern!r} matches no frame of the store; its frames are: {some} "
+        raise ConfigError(f"{pattern!r} matches none of the {len(uniq)} {what}: {some} "
                           f"(give a path as listed, a glob such as '*.hdr', or a file name)")
     return found
 
@@ -120,7 +122,7 @@ def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str =
     sources = index["source"].to_pylist()
     pool = np.arange(index.num_rows)
     if source is not None:
-        wanted = set(match_sources(sources, source))
+        wanted = set(match_sources(sources, source, "frames with pairs"))
         pool = np.array([i for i, s in enumerate(sources) if s in wanted])
     if sort == "score":
         picks = pool[np.argsort(-scores[pool], kind="stable")][:n]

@@ -134,7 +134,7 @@ def format_summary(s: dict) -> str:
     width = max([len(r["source"]) for r in s["sources"]] + [6])
     for r in s["sources"]:
         note = "" if r["status"] == "ok" else f"  skipped: {r['reason']}"
-        lines.append(f"  {r['source']:<{width}} {r['pairs']:>6} / {r['candidates']:<6}{note}")
+        lines.append(f"  {r['source']:<{width}} {r['pairs']:>6} / {r['candidates']}{note}")
     lines.append(f"score (threshold {s['threshold']:g}):")
     lines += [_dist_line(k, s["score"][k]) for k in ("pairs", "candidates")]
     lines.append("saturated fraction:")

@@ -82,7 +82,7 @@ def test_contact_sheet_source_filter(built, tmp_path):
 
 
 def test_contact_sheet_bad_arguments(built, tmp_path):
-    with pytest.raises(ConfigError, match="matches no frame of the store; its frames are: synth_000.exr"):
+    with pytest.raises(ConfigError, match="matches none of the 2 frames with pairs: synth_000.exr, synth_001.exr"):
         preview.contact_sheet(built, tmp_path / "s.png", source="nope.exr")
     with pytest.raises(ConfigError, match="choose 'score' or 'random'"):
         preview.contact_sheet(built, tmp_path / "s.png", sort="best")
