@@ -205,3 +205,95 @@ def predict(checkpoint, input_, out, device, mask_alpha):
     except HdrprepError as exc:
         _fail(exc)
     click.echo(f"wrote {out} ({hdr.shape[1]}x{hdr.shape[0]}, max {float(hdr.max()):.3g})")
+
+
+@main.command("inspect")
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def inspect_cmd(store_path, as_json):
+    """Summarise a store: pairs, sources, score/saturation/camera distributions, bytes."""
+    from hdrprep import summary
+
+    try:
+        s = summary.summarize(store_path)
+    except HdrprepError as exc:
+        _fail(exc)
+    click.echo(json.dumps(s, indent=1) if as_json else summary.format_summary(s))
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG to write: the contact sheet, or with --candidates the candidates sheet.")
+@click.option("--n", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Pairs on the contact sheet (with --candidates: most thumbnails per group).")
+@click.option("--sort", type=click.Choice(["score", "random"]), default="score", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of --sort random.")
+@click.option("--source", help="Only pairs from these frames: a path as in the index, a glob or a file name.")
+@click.option("--candidates", "frame", metavar="FRAME",
+              help="Show every candidate of this frame, kept beside discarded (needs --src).")
+@click.option("--src", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The folder the store was built from (for --candidates).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write scores.png, saturation.png and curves.png here (needs matplotlib).")
+def preview(store_path, out, n, sort, seed, source, frame, src, plots_dir):
+    """Contact sheet PNG of a store's pairs (LDR, mu-law HDR, 1 - mask); candidates sheet; plots."""
+    from hdrprep import preview as pv
+
+    if out is None and plots_dir is None:
+        raise click.UsageError("give --out, --plots or both")
+    if frame is not None and src is None:
+        raise click.UsageError("--candidates FRAME needs --src, the folder the store was built from")
+    try:
+        if out is not None and frame is not None:
+            click.echo(f"candidates sheet: {pv.candidates_sheet(store_path, src, frame, out, n=n)}")
+        elif out is not None:
+            click.echo(f"contact sheet: {pv.contact_sheet(store_path, out, n=n, sort=sort, seed=seed, source=source)}")
+        if plots_dir is not None:
+            for path in pv.plots(store_path, plots_dir):
+                click.echo(f"plot: {path}")
+    except HdrprepError as exc:
+        _fail(exc)
+
+
+@main.command("export")
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["eilertsen", "exr-png"]), required=True,
+              help="eilertsen: bin/ + jpg/ (HDR-CNN, Santos et al.); exr-png: exr/ + png/.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="New or empty folder, or an earlier export of the same format.")
+@click.option("--ldr-format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
+              help="LDR files of the eilertsen layout: jpg (quality 100, 4:4:4; changes values by a few "
+                   "levels) or png (lossless; Santos' loader reads it, hdrcnn_train.py looks for .jpg).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export_cmd(store_path, fmt, out, ldr_format, quiet):
+    """Write every pair as files other training code reads."""
+    from hdrprep import export as ex
+
+    try:
+        marker = ex.export(store_path, out, format=fmt, ldr_format=ldr_format, progress=not quiet)
+    except HdrprepError as exc:
+        _fail(exc)
+    click.echo(f"{marker['pairs']} pairs exported to {out} ({fmt}, LDR as {marker['ldr_format']})")
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--pair", "k", required=True, type=click.IntRange(min=0), help="Pair number (index row).")
+@click.option("--src", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The folder the store was built from.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the re-rendered pair_K.exr and pair_K.png.")
+def render(store_path, k, src, out):
+    """Re-render pair K from its source frame and index row; exit 1 if it differs from the stored pair."""
+    from hdrprep.export import render_pair_from_index
+
+    try:
+        _, _, equal = render_pair_from_index(store_path, src, k, out)
+    except HdrprepError as exc:
+        _fail(exc)
+    where = f" (written to {out})" if out is not None else ""
+    if not equal:
+        click.echo(f"pair {k}: the re-rendered pair DIFFERS from the stored one{where}", err=True)
+        sys.exit(1)
+    click.echo(f"pair {k}: re-rendered from its index row, bit-identical to the stored pair{where}")
