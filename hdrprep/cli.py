@@ -33,6 +33,10 @@ def _summary(report: dict) -> str:
         f"time: {t['total_s']:.1f} s (score {t['score_s']:.1f} s, write {t['write_s']:.1f} s); "
         f"tasks run now: {report['tasks']['frames_scored']} frames, {report['tasks']['shards_written']} shards",
     ]
+    tp = report.get("throughput", {})
+    if tp.get("candidates_per_s") or tp.get("pairs_per_s"):
+        lines.append("throughput: " + ", ".join(
+            f"{v:.1f} {k.replace('_per_s', '')}/s" for k, v in tp.items() if v))
     if b["stored"]:
         lines.append(f"bytes: {b['stored'] / 1e6:.1f} MB stored, {b['per_pair'] / 1e6:.2f} MB per pair, "
                      f"compression {b['ratio']:.2f}x")
