@@ -13,8 +13,8 @@ Order of the steps in :func:`render` (Eilertsen's order, except where noted)
    :func:`exposure_for` (per frame or per window, ``CameraConfig.exposure_mode``)
    so that a fraction ``clip_quantile`` of the channel values stays <= 1.
 2. colour jitter: hue + N(0, hue_std_deg) degrees and saturation + N(0, sat_std)
-   in OpenCV's float HSV, computed on ``sqrt(x)`` and squared back, as Eilertsen
-   does; V (the channel maximum) is preserved, saturation is clipped to [0, 1]
+   in HSV (OpenCV's float formulas, without the 1e-7 it adds to V when dividing),
+   computed on ``sqrt(x)`` and squared back, as Eilertsen does; V (the channel maximum) is preserved, saturation is clipped to [0, 1]
    (Eilertsen leaves it unclipped and then clamps negative channels to 1e-5).
    The result is the **HDR target**: linear, camera scale (1.0 = clipping
    point), not clipped.
@@ -22,27 +22,34 @@ Order of the steps in :func:`render` (Eilertsen's order, except where noted)
    domain before the camera curve, as Eilertsen does (so the curve shapes it
    like sensor noise). Deviation: Eilertsen adds it before the colour jitter and
    saves the noisy image as the target; here the target stays noise-free and the
-   noise is added to it, so only the LDR is noisy.
+   noise is added to it, so only the LDR is noisy. The standard normals come
+   from a counter-based generator keyed by ``noise_seed`` (:func:`standard_normal`).
 4. clip to [0, 1].
 5. camera curve (:func:`apply_curve`): sigmoid ``(1+s) H^n / (H^n + s)``
    (Eilertsen), gamma ``H^(1/g)``, a tabulated DoRF curve, or identity.
    Eilertsen applies the curve before clipping; the curves are monotone with
    f(1) = 1, so clipping first gives the same 8-bit values.
-6. 8-bit quantisation, rounding to nearest.
+6. 8-bit quantisation, rounding to nearest. Steps 4-6 are done exactly, by
+   comparing each value with the curve's 255 level thresholds
+   (:func:`level_thresholds`).
 7. JPEG at quality ``min(jpeg_quality_min + U{0..jpeg_quality_span}, 100)``
    through OpenCV's encoder and decoder (libjpeg defaults, 4:2:0 chroma).
 
 Every random step can be switched off in :class:`~hdrprep.config.CameraConfig`
 (``noise``, ``color_jitter``, ``jpeg``; curve ``'linear'`` is the identity).
 
-Speed: float32 throughout, powers through ``cv2.pow`` (SIMD on CPUs without
-AVX-512, where ``np.power`` is scalar); :func:`render` honours the caller's
-``cv2.setNumThreads``.
+Speed: steps 1-6 run in one Numba pass over the window
+(``hdrprep._camera_kernels``, one thread, no fast-math), JPEG in OpenCV (it honours
+the caller's ``cv2.setNumThreads``). The output is a deterministic function of
+the window and the parameters, bit-identical on every machine up to OpenCV's
+JPEG codec. The numpy implementation these kernels replaced is kept in
+``tests/test_camera.py`` as the reference.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -60,6 +67,8 @@ __all__ = [
     "exposure_for",
     "apply_curve",
     "render",
+    "level_thresholds",
+    "standard_normal",
     "soft_mask",
     "CURVES",
 ]
@@ -290,6 +299,14 @@ class CurveTable:
             raise IndexError(f"curve index {index} out of range: {self.source} has {self.n_curves} curves")
         return np.interp(x, self._irr[index], self._bri[index]).astype(np.float32)
 
+    def inverse(self, y: np.ndarray, index: int) -> np.ndarray:
+        """Smallest x with ``f(x) >= y`` for curve ``index``; y float64 in (0, 1) -> float64, same shape."""
+        if not 0 <= index < self.n_curves:
+            raise IndexError(f"curve index {index} out of range: {self.source} has {self.n_curves} curves")
+        irr, bri = self._irr[index], self._bri[index]
+        j = np.clip(np.searchsorted(bri, y, side="left"), 1, len(bri) - 1)  # bri[j-1] < y <= bri[j]
+        return irr[j - 1] + (y - bri[j - 1]) * ((irr[j] - irr[j - 1]) / (bri[j] - bri[j - 1]))
+
 
 def sample_params(rng: np.random.Generator, cfg: CameraConfig, *,
                   curves: CurveTable | None = None) -> CameraParams:
@@ -443,8 +460,9 @@ def render(hdr: np.ndarray, params: CameraParams, cfg: CameraConfig,
     A step runs when it is switched on in ``cfg`` and its parameter is not the
     identity (``noise_sigma > 0``, a non-zero shift, ``jpeg_quality > 0``);
     :func:`sample_params` already zeroes the parameters of steps that are off.
-    The noise is ``noise_sigma * np.random.default_rng(noise_seed).standard_normal(
-    (h, w, 3), dtype=np.float32)``, so it depends on the window's shape.
+    The noise of channel value (y, x, c) is ``noise_sigma`` times the standard
+    normal of counter ``(y * w + x) * 3 + c`` under ``noise_seed`` (see
+    :func:`standard_normal`), so it depends on the window's shape, not on threads.
 
     Parameters
     ----------
@@ -466,43 +484,105 @@ def render(hdr: np.ndarray, params: CameraParams, cfg: CameraConfig,
     hdr = np.asarray(hdr)
     if hdr.ndim != 3 or hdr.shape[2] != 3 or hdr.shape[0] == 0 or hdr.shape[1] == 0:
         raise ValueError(f"render: hdr must be an (h, w, 3) RGB array, got shape {hdr.shape}")
-    target = np.multiply(hdr, np.float32(params.exposure), dtype=np.float32)
-    if cfg.color_jitter and (params.hue_shift != 0 or params.sat_shift != 0):
-        _jitter(target, params.hue_shift, params.sat_shift)
-    if cfg.noise and params.noise_sigma > 0:
-        x = np.random.default_rng(params.noise_seed).standard_normal(target.shape, dtype=np.float32)
-        x *= np.float32(params.noise_sigma)
-        x += target
-        np.clip(x, 0, 1, out=x)
-    else:
-        x = np.clip(target, 0, 1)
-    apply_curve(x, params, curves, out=x)
-    x *= np.float32(255)
-    x += np.float32(0.5)  # x >= 0, so truncation rounds to nearest
-    ldr = x.astype(np.uint8)
-    if cfg.jpeg and params.jpeg_quality > 0:
+    if hdr.size >= 2**32:
+        raise ValueError(f"render: a {hdr.shape[1]}x{hdr.shape[0]} window has more values than the noise "
+                         "counter holds (2**32); render smaller windows")
+    if hdr.dtype != np.float32:
+        hdr = hdr.astype(np.float32)
+    k = _kernels()
+    jitter = bool(cfg.color_jitter and (params.hue_shift != 0 or params.sat_shift != 0))
+    sigma = params.noise_sigma if cfg.noise else 0.0
+    jpeg = bool(cfg.jpeg and params.jpeg_quality > 0)
+    thresholds = level_thresholds(params, curves)
+    start = np.empty(k.LEVEL_BINS, np.uint8)
+    k.level_table(thresholds, start)
+    k1, k2 = k.noise_keys(params.noise_seed)
+    main, tail = _normal_tables()
+    target = np.empty(hdr.shape, np.float32)
+    ldr = np.empty(hdr.shape, np.uint8)
+    # hue in sextants in [0, 6) (the kernel's HSV unit); the LDR comes out in BGR when JPEG follows
+    k.render_window(hdr, np.float32(params.exposure), jitter, np.float32((params.hue_shift % 360.0) / 60.0),
+                    np.float32(params.sat_shift), np.float32(sigma), k1, k2, main, tail, thresholds, start,
+                    jpeg, target, ldr)
+    if jpeg:
         ldr = _jpeg(ldr, params.jpeg_quality)
     return ldr, target
 
 
-def _jitter(x: np.ndarray, hue_deg: float, sat: float) -> None:
-    """Hue/saturation shift in place, in the sqrt domain (Eilertsen), V preserved."""
-    np.sqrt(x, out=x)
-    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)  # float: H in degrees, S in [0, 1], V = max
-    # OpenCV's vectorised float HSV2RGB mis-converts negative hues (its one-pixel
-    # path does not; seen in opencv-python 5.0.0); hues in [0, 720) convert right
-    hsv[..., 0] += np.float32(hue_deg % 360.0)
-    s = hsv[..., 1]
-    s += np.float32(sat)
-    np.clip(s, 0, 1, out=s)
-    cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=x)
-    np.square(x, out=x)
+def level_thresholds(params: CameraParams, curves: CurveTable | None = None) -> np.ndarray:
+    """Linear values at which the camera's 8-bit output steps up, for clip + curve + quantisation.
+
+    ``t[k - 1]`` is the smallest float32 x with ``f(x) >= (k - 1/2) / 255``
+    (f the curve of ``params``), so the LDR level of a float32 value x is the
+    number of thresholds ``<= x``: ``floor(255 f(clip(x, 0, 1)) + 1/2)`` in exact
+    arithmetic. Computed in float64 and rounded up to float32; two machines
+    disagree only if a float64 result lands within an ulp of a float32 number
+    (about 1 in 10^8 thresholds).
+
+    Returns
+    -------
+    ndarray, float32, shape (255,)
+        Non-decreasing, in (0, 1].
+    """
+    y = (np.arange(1, 256, dtype=np.float64) - 0.5) / 255.0
+    if params.curve == "sigmoid":
+        s, n = params.curve_sigma, params.curve_n
+        # f(H) = (1+s) H^n / (H^n + s)  <=>  H^n = s y / (1 + s - y); s = 0 is the step f(H > 0) = 1
+        t = (s * y / (1.0 + s - y)) ** (1.0 / n) if s > 0 else np.zeros_like(y)
+    elif params.curve == "gamma":
+        t = y ** params.curve_gamma
+    elif params.curve == "table":
+        if curves is None:
+            raise ValueError("camera curve 'table' needs the CurveTable (curves=...)")
+        t = curves.inverse(y, params.curve_index)
+    else:
+        t = y
+    t32 = t.astype(np.float32)
+    t32 = np.where(t32 < t, np.nextafter(t32, np.float32(np.inf)), t32)
+    # x >= t must mean x > 0 (f(0) = 0); the running maximum guards against a non-monotone float64 power
+    return np.maximum.accumulate(np.maximum(t32, np.nextafter(np.float32(0), np.float32(1))))
 
 
-def _jpeg(ldr: np.ndarray, quality: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(ldr, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+def standard_normal(n: int, seed: int) -> np.ndarray:
+    """The first ``n`` values of the noise stream of ``seed`` (what :func:`render` scales by sigma).
+
+    Value i is the inverse normal CDF, tabulated and interpolated, of a 32-bit
+    hash of (seed, i): a deterministic function of both, the same on every
+    machine. Tails reach |z| = 6.3 (u = 2**-33).
+
+    Returns
+    -------
+    ndarray, float32, shape (n,)
+    """
+    k = _kernels()
+    out = np.empty(n, np.float32)
+    k.standard_normal(n, *k.noise_keys(seed), *_normal_tables(), out)
+    return out
+
+
+def _kernels():
+    """The Numba kernel module, imported on first use (it imports numba)."""
+    from hdrprep import _camera_kernels
+
+    return _camera_kernels
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_tables() -> tuple[np.ndarray, np.ndarray]:
+    return _kernels().normal_tables()
+
+
+# OpenCV >= 4.10 decodes straight to RGB; older versions need a conversion
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
+def _jpeg(bgr: np.ndarray, quality: int) -> np.ndarray:
+    """JPEG encode + decode through OpenCV (libjpeg defaults, 4:2:0); BGR in, RGB out."""
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
-        raise RuntimeError(f"OpenCV could not JPEG-encode a {ldr.shape} image at quality {quality}")
+        raise RuntimeError(f"OpenCV could not JPEG-encode a {bgr.shape} image at quality {quality}")
+    if _IMREAD_RGB is not None:
+        return cv2.imdecode(buf, _IMREAD_RGB)
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 

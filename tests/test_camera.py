@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from conftest import HDR_DIR
-from hdrprep.camera import (CameraParams, CurveTable, apply_curve, exposure_for, render, sample_params,
-                            soft_mask)
+from hdrprep.camera import (CameraParams, CurveTable, apply_curve, exposure_for, level_thresholds, render,
+                            sample_params, soft_mask, standard_normal)
 from hdrprep.config import CameraConfig
 from hdrprep.errors import ConfigError
 
@@ -319,8 +319,8 @@ def test_exposure_for_dark_and_bad_inputs():
 # ---------------------------------------------------------------- rendering
 
 def _reference_ldr(hdr, p):
-    """round(255 * curve(clip(exposure * HDR))) in float64 from the formulas."""
-    x = np.clip(hdr.astype(np.float64) * p.exposure, 0, 1)
+    """round(255 * curve(clip(exposure * HDR))), the product in float32 (the camera's target), the rest float64."""
+    x = np.clip((np.asarray(hdr, np.float32) * np.float32(p.exposure)).astype(np.float64), 0, 1)
     if p.curve == "sigmoid":
         x = (1 + p.curve_sigma) * x ** p.curve_n / (x ** p.curve_n + p.curve_sigma)
     elif p.curve == "gamma":
@@ -338,9 +338,9 @@ def test_render_without_random_steps_is_the_plain_camera(curve, windows):
         assert ldr.dtype == np.uint8 and ldr.shape == hdr.shape
         assert target.dtype == np.float32 and target.shape == hdr.shape
         np.testing.assert_array_equal(target, hdr * np.float32(p.exposure))
-        diff = np.abs(ldr.astype(np.float64) - _reference_ldr(hdr, p))
-        # off by one only at rounding ties (float32 vs float64; RGBE values make exact ties common)
-        assert diff.max() <= 1 and diff.mean() < 5e-3
+        # exact: the levels come from float64 thresholds rounded up to float32, so each float32
+        # value is compared with (k - 1/2) / 255 as in exact arithmetic
+        np.testing.assert_array_equal(ldr, _reference_ldr(hdr, p))
 
 
 def _reference_jitter(target, hue, sat):
@@ -371,10 +371,10 @@ def test_noise_is_the_seeded_gaussian_before_the_curve(windows):
     hdr = windows[0]
     p = dataclasses.replace(_exposed(hdr, sample_params(np.random.default_rng(0), cfg)), noise_sigma=0.01)
     ldr, target = render(hdr, p, cfg)
-    noise = np.random.default_rng(p.noise_seed).standard_normal(hdr.shape, dtype=np.float32)
+    noise = standard_normal(hdr.size, p.noise_seed).reshape(hdr.shape)
     noisy = target + np.float32(0.01) * noise
     ref = _reference_ldr(noisy, dataclasses.replace(p, exposure=1.0))
-    assert np.abs(ldr - ref).max() <= 1
+    np.testing.assert_array_equal(ldr, ref)
     assert stats.kstest(noise.ravel()[::7], "norm").pvalue > P_MIN
 
 
@@ -386,7 +386,8 @@ def test_jpeg_keeps_rgb_order():
     p = _curve_params("linear", jpeg_quality=90)
     ldr, _ = render(hdr, p, cfg)
     plain, _ = render(hdr, dataclasses.replace(p, jpeg_quality=0), cfg)
-    assert plain[0, 0].tolist() == [230, 0, 0] and plain[-1, -1].tolist() == [230, 0, 77]
+    # float32(0.9) = 0.89999998 lies just below the 229|230 boundary 229.5 / 255 = 0.9
+    assert plain[0, 0].tolist() == [229, 0, 0] and plain[-1, -1].tolist() == [229, 0, 77]
     assert np.abs(ldr[:24].astype(int) - plain[:24]).max() <= 4  # away from the chroma edge
     assert np.abs(ldr[40:].astype(int) - plain[40:]).max() <= 4
 
@@ -406,7 +407,7 @@ def test_full_camera_is_the_steps_in_order(windows):
         jittered = render(hdr, p, CameraConfig(**{**ALL_OFF, "color_jitter": True}))[1]
         np.testing.assert_array_equal(target, jittered)
         assert np.isfinite(target).all() and target.min() >= 0
-        noise = np.random.default_rng(p.noise_seed).standard_normal(hdr.shape, dtype=np.float32)
+        noise = standard_normal(hdr.size, p.noise_seed).reshape(hdr.shape)
         before_jpeg = _reference_ldr(target + np.float32(p.noise_sigma) * noise,
                                      dataclasses.replace(p, exposure=1.0))
         assert 0 < np.abs(ldr - before_jpeg).mean() < JPEG_MEAN_ABS_LEVELS
@@ -483,3 +484,161 @@ def test_soft_mask_values():
         soft_mask(np.zeros(3, np.float32), 0.96)
     with pytest.raises(ValueError, match="alpha"):
         soft_mask(np.zeros(3, np.uint8), 1.0)
+
+
+# ---------------------------------------------------------------- fast path vs the numpy reference
+
+def numpy_reference_render(hdr, p, cfg, curves=None):
+    """The slow, obviously correct camera: the numpy/OpenCV implementation the Numba kernel replaced.
+
+    Same steps in the same order (module docstring of hdrprep.camera): float32
+    exposure, colour jitter through OpenCV's float HSV, the seeded noise of
+    ``standard_normal``, clip, ``apply_curve`` in float32, round, OpenCV JPEG.
+    """
+    target = np.multiply(hdr, np.float32(p.exposure), dtype=np.float32)
+    if cfg.color_jitter and (p.hue_shift != 0 or p.sat_shift != 0):
+        np.sqrt(target, out=target)
+        hsv = cv2.cvtColor(target, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] += np.float32(p.hue_shift % 360.0)
+        hsv[..., 1] = np.clip(hsv[..., 1] + np.float32(p.sat_shift), 0, 1)
+        target = np.square(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+    x = target.copy()
+    if cfg.noise and p.noise_sigma > 0:
+        x += np.float32(p.noise_sigma) * standard_normal(hdr.size, p.noise_seed).reshape(hdr.shape)
+    x = apply_curve(np.clip(x, 0, 1), p, curves)
+    ldr = (x * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+    if cfg.jpeg and p.jpeg_quality > 0:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(ldr, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality])
+        ldr = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return ldr, target
+
+
+# Stated tolerance of the fast path against the reference, before JPEG: LDR levels differ by
+# at most 1 and in at most 0.5 % of the values (float32 curve rounding of the reference at level
+# boundaries, ~0.3 % seen on RGBE windows with ties, and OpenCV's 1e-7 in its HSV saturation);
+# with colour jitter the target agrees to 1e-4 relative (the bound of the colorsys test above;
+# up to 4e-5 seen): OpenCV divides by V + 1.2e-7 in its saturation and works in degrees; against
+# colorsys in float64 the fast path is the closer one (8e-7 vs 1.6e-6 relative on real windows).
+MAX_LEVEL_MISMATCH = 5e-3
+
+
+@pytest.mark.parametrize("curve", ["sigmoid", "gamma", "linear", "table"])
+@pytest.mark.parametrize("steps", [{}, {"noise": True}, {"color_jitter": True}, {"noise": True, "color_jitter": True}])
+def test_fast_camera_matches_the_numpy_reference(curve, steps, windows, table):
+    cfg = CameraConfig(curve=curve, **{**ALL_OFF, **steps}, table_path="dorf.txt" if curve == "table" else None)
+    rng = np.random.default_rng(21)
+    for hdr in windows:
+        p = _exposed(hdr, sample_params(rng, cfg, curves=table))
+        ldr, target = render(hdr, p, cfg, table)
+        ref_ldr, ref_target = numpy_reference_render(hdr, p, cfg, table)
+        if not steps.get("color_jitter"):
+            np.testing.assert_array_equal(target, ref_target)
+        else:
+            np.testing.assert_allclose(target, ref_target, rtol=1e-4, atol=1e-8)
+        diff = np.abs(ldr.astype(int) - ref_ldr)
+        assert diff.max() <= 1 and np.mean(diff > 0) <= MAX_LEVEL_MISMATCH, (curve, steps, np.mean(diff > 0))
+
+
+def test_full_fast_camera_matches_the_reference_through_jpeg(windows):
+    cfg = CameraConfig()
+    rng = np.random.default_rng(3)
+    for hdr in windows:
+        p = _exposed(hdr, sample_params(rng, cfg))
+        ldr, _ = render(hdr, p, cfg)
+        ref, _ = numpy_reference_render(hdr, p, cfg)
+        # a level moved before the DCT moves a few decoded values by a level or two
+        diff = np.abs(ldr.astype(int) - ref)
+        assert diff.max() <= 3 and diff.mean() < 0.02
+
+
+def _f64_curve(x, p, table):
+    if p.curve == "sigmoid":
+        return (1 + p.curve_sigma) * x ** p.curve_n / (x ** p.curve_n + p.curve_sigma)
+    if p.curve == "gamma":
+        return x ** (1 / p.curve_gamma)
+    if p.curve == "table":
+        return np.interp(x, table._irr[p.curve_index], table._bri[p.curve_index])
+    return x
+
+
+def test_level_thresholds_are_the_exact_float32_boundaries(table):
+    y = (np.arange(1, 256) - 0.5) / 255
+    tiny = np.nextafter(np.float32(0), np.float32(1))
+    for p in _all_curves(table):
+        t = level_thresholds(p, table)
+        assert t.dtype == np.float32 and t.shape == (255,) and np.all(np.diff(t) >= 0) and t[0] > 0 and t[-1] <= 1
+        if p.curve == "sigmoid" and p.curve_sigma == 0:
+            assert np.all(t == tiny)  # the step: any x > 0 is level 255
+            continue
+        below = np.nextafter(t, np.float32(0))
+        # f(t) >= y > f(the float32 just below t), with a float64 evaluation's 1e-12 slack
+        assert np.all(_f64_curve(t.astype(np.float64), p, table) >= y - 1e-12), p
+        assert np.all(_f64_curve(below.astype(np.float64), p, table) < y + 1e-12), p
+
+
+# ---------------------------------------------------------------- the noise generator
+
+def test_noise_is_standard_normal():
+    n = 2_000_000
+    z = standard_normal(n, 12345).astype(np.float64)
+    assert abs(z.mean()) < 5 / math.sqrt(n)             # 5 standard errors
+    assert abs(z.std() - 1) < 5 / math.sqrt(2 * n)
+    assert stats.kstest(z, "norm").pvalue > P_MIN
+    # the tails (tail tables): P(|z| > 3) and P(|z| > 4) as binomial counts
+    for a in (3.0, 4.0):
+        k = int(np.sum(np.abs(z) > a))
+        assert stats.binomtest(k, n, 2 * stats.norm.sf(a)).pvalue > P_MIN, a
+    assert np.abs(z).max() < 6.4 and np.isfinite(z).all()
+    # fourth moment: 3 for a normal (standard error sqrt(96 / n))
+    assert abs(np.mean(z ** 4) - 3) < 5 * math.sqrt(96 / n)
+
+
+def test_noise_values_are_independent():
+    n = 1_000_000
+    z = standard_normal(n, 7).astype(np.float64)
+    bound = 5 / math.sqrt(n)
+    for lag in (1, 2, 3, 512 * 3):  # neighbouring channels, the next pixel, the next row of a 512-wide window
+        assert abs(np.corrcoef(z[:-lag], z[lag:])[0, 1]) < bound, lag
+    # consecutive seeds (as sample_params never gives, but a weak generator would show it)
+    for other in (8, 7 + 2**32):
+        assert abs(np.corrcoef(z, standard_normal(n, other))[0, 1]) < bound, other
+    # pairs (z_i, z_i+1) fill the plane as a normal pair would: chi-square on quadrant-by-band cells
+    a, b = np.digitize(z[0::2], [-1, 0, 1]), np.digitize(z[1::2], [-1, 0, 1])
+    counts = np.bincount(a * 4 + b, minlength=16).reshape(4, 4)
+    assert stats.chi2_contingency(counts).pvalue > P_MIN
+
+
+def test_noise_is_a_function_of_seed_and_index_only(windows):
+    a = standard_normal(1000, 99)
+    np.testing.assert_array_equal(a, standard_normal(100_000, 99)[:1000])  # counter-based
+    assert not np.array_equal(a, standard_normal(1000, 100))
+    # fixed values: a change of the generator must be deliberate (it changes every stored LDR)
+    np.testing.assert_array_equal(standard_normal(4, 0), standard_normal(4, 0))
+    assert standard_normal(3, 0).dtype == np.float32
+
+
+def test_render_is_thread_safe_and_deterministic(windows):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = CameraConfig()
+    rng = np.random.default_rng(8)
+    jobs = [(hdr, _exposed(hdr, sample_params(rng, cfg))) for hdr in windows * 3]
+    serial = [render(h, p, cfg) for h, p in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda job: render(job[0], job[1], cfg), jobs))
+    for (l1, t1), (l2, t2) in zip(serial, threaded):
+        np.testing.assert_array_equal(l1, l2)
+        np.testing.assert_array_equal(t1, t2)
+    # a view into a larger frame renders like the same window copied out
+    big = np.ascontiguousarray(np.concatenate([windows[0], windows[1]], axis=1))
+    p = jobs[0][1]
+    np.testing.assert_array_equal(render(big[:, :256], p, cfg)[0], render(windows[0], p, cfg)[0])
+
+
+def test_render_handles_non_finite_values_without_crashing():
+    cfg = CameraConfig()
+    hdr = np.full((16, 16, 3), 0.5, np.float32)
+    hdr[0, 0] = [np.nan, np.inf, 0.2]
+    p = _curve_params("sigmoid", curve_n=0.9, curve_sigma=0.6, hue_shift=5.0, noise_sigma=0.01, jpeg_quality=0)
+    ldr, _ = render(hdr, p, cfg)
+    assert ldr.shape == hdr.shape and ldr.dtype == np.uint8

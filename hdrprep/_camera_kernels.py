@@ -1,0 +1,246 @@
+"""Numba kernels of the virtual camera. Private: use :mod:`hdrprep.camera`.
+
+One pass per window does what the camera's numpy steps did in five:
+exposure, colour jitter (HSV in the sqrt domain), seeded Gaussian noise, clip,
+camera curve and 8-bit quantisation.
+
+Curve + quantisation as thresholds: the LDR level of a linear value x is
+``floor(255 f(clip(x)) + 0.5)``; for a monotone curve f that is the number of
+thresholds ``t_k = f^-1((k - 1/2) / 255)``, k = 1..255, with ``x >= t_k``. The
+wrapper computes the 255 thresholds in float64 (rounded up to float32, so the
+comparison on a float32 x is exact) and :func:`level_table` tabulates, for
+``_BINS`` equal bins of [0, 1], the level at each bin's lower edge; a value
+then needs one table read and, for the rare bin with a threshold in it, one or
+two comparisons. This avoids a per-value ``powf`` (scalar in Numba: PyPI
+llvmlite has no vector maths library) and is exact, where the float32 curve
+of the numpy reference is off by one level at a few rounding boundaries.
+
+Noise: a counter-based generator, so a value's noise depends only on
+(seed, index of the value in the window), never on thread or call order. The
+index goes through two rounds of a 32-bit integer hash (``lowbias32`` of
+C. Wellons) keyed by two words derived from the 63-bit seed with splitmix64;
+the 32-bit result is a uniform u = (h + 1/2) / 2**32, turned into a standard
+normal by the inverse CDF tabulated at ``_NORM_BINS`` + 1 points of u and
+interpolated linearly, with a finer table for the outermost bin of each tail
+(|z| > 3.5). Everything is integer or correctly rounded float32 arithmetic
+(no libm call, no fast-math flag), so the output is bit-identical on every
+machine, and NaN/Inf propagate as IEEE says (``error_model="numpy"``: a float
+division by zero gives Inf, not Python's ZeroDivisionError).
+"""
+
+import numpy as np
+from numba import njit
+
+#: Equal bins of [0, 1] in the level table (power of two: x * _BINS is exact).
+LEVEL_BINS = 1 << 14
+_BIN_SCALE = np.float32(LEVEL_BINS - 0.01)
+_NORM_SHIFT = 20          # 32-bit uniform -> 12-bit main-table bin + 20-bit fraction
+_NORM_BINS = 1 << (32 - _NORM_SHIFT)
+_TAIL_SHIFT = 8           # the outermost main bin, split again into 4096 bins
+_TAIL_BINS = 1 << (_NORM_SHIFT - _TAIL_SHIFT)
+
+
+def normal_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Inverse normal CDF tables (float32) for :func:`render_window`.
+
+    ``main[i]`` is Phi^-1 at u = (i * 2**20 + 1/2) / 2**32 for i < 4096 and at
+    (2**32 - 1/2) / 2**32 for i = 4096; ``tail[j]`` is Phi^-1 at
+    (j * 2**8 + 1/2) / 2**32, j = 0..4096, covering the lowest main bin (the
+    upper tail is its mirror image). Computed with ``statistics.NormalDist``
+    (Wichura's AS241, pure Python) so the tables are the same on every machine.
+    """
+    from statistics import NormalDist
+
+    inv = NormalDist().inv_cdf
+    scale = 2.0 ** -32
+    main = [inv((i * (1 << _NORM_SHIFT) + 0.5) * scale) for i in range(_NORM_BINS)]
+    main.append(-main[0])
+    tail = [inv((j * (1 << _TAIL_SHIFT) + 0.5) * scale) for j in range(_TAIL_BINS + 1)]
+    return np.array(main, np.float32), np.array(tail, np.float32)
+
+
+def noise_keys(seed: int) -> tuple[int, int]:
+    """Two 32-bit keys of a 63-bit noise seed (splitmix64 output of the seed)."""
+    mask = (1 << 64) - 1
+    z = (seed + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    z ^= z >> 31
+    return z & 0xFFFFFFFF, z >> 32
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _lowbias32(x):
+    x = np.uint32(x)
+    x ^= x >> np.uint32(16)
+    x = np.uint32(x * np.uint32(0x7FEB352D))
+    x ^= x >> np.uint32(15)
+    x = np.uint32(x * np.uint32(0x846CA68B))
+    x ^= x >> np.uint32(16)
+    return x
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _uniform_bits(i, k1, k2):
+    """The 32-bit random word of counter i (uint32) under keys k1, k2."""
+    return _lowbias32(_lowbias32(np.uint32(i + k1)) ^ k2)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _normal(h, main, tail):
+    """Standard normal from a 32-bit uniform word h, by the tabulated inverse CDF."""
+    frac_scale = np.float32(1.0 / (1 << _NORM_SHIFT))
+    i = h >> np.uint32(_NORM_SHIFT)
+    low = h & np.uint32((1 << _NORM_SHIFT) - 1)
+    if i == 0 or i == _NORM_BINS - 1:
+        # outermost bins: the CDF bends too fast for one linear piece; use the tail table
+        # (mirrored for the upper tail: Phi^-1(1 - u) = -Phi^-1(u))
+        if i == 0:
+            off = low
+            sign = np.float32(1.0)
+        else:
+            off = np.uint32((1 << _NORM_SHIFT) - 1) - low
+            sign = np.float32(-1.0)
+        j = off >> np.uint32(_TAIL_SHIFT)
+        f = np.float32(off & np.uint32((1 << _TAIL_SHIFT) - 1)) * np.float32(1.0 / (1 << _TAIL_SHIFT))
+        return sign * (tail[j] + f * (tail[j + 1] - tail[j]))
+    f = np.float32(low) * frac_scale
+    return main[i] + f * (main[i + 1] - main[i])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def standard_normal(n, k1, k2, main, tail, out):
+    """out[i] = the standard normal of counter i, i < n (the noise :func:`render_window` adds)."""
+    for i in range(n):
+        out[i] = _normal(_uniform_bits(np.uint32(i), np.uint32(k1), np.uint32(k2)), main, tail)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def level_table(thresholds, out):
+    """out[b] = number of thresholds <= b / LEVEL_BINS (the level at each bin's lower edge)."""
+    inv = np.float32(1.0 / LEVEL_BINS)
+    lev = 0
+    n = thresholds.shape[0]
+    for b in range(out.shape[0]):
+        edge = np.float32(b) * inv
+        while lev < n and thresholds[lev] <= edge:
+            lev += 1
+        out[b] = lev
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _level(x, thresholds, start):
+    """8-bit level of a linear value x: number of thresholds <= clip(x, 0, 1) (0 for NaN)."""
+    # branch-free clip (NaN -> 0): early returns here made the loop 6x slower
+    x = x if x > np.float32(0.0) else np.float32(0.0)
+    x = x if x < np.float32(1.0) else np.float32(1.0)
+    # x * _BIN_SCALE < x * LEVEL_BINS even after float32 rounding (relative gap 6e-7 > 2**-24),
+    # so the bin's lower edge b / LEVEL_BINS is <= x and start[b] is a lower bound of the level
+    lev = np.intp(start[np.intp(x * _BIN_SCALE)])
+    n = thresholds.shape[0]
+    while lev < n and thresholds[lev] <= x:
+        lev += 1
+    return lev
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _jitter(r, g, b, hue6, sat):
+    """Hue shift (sextants, in [0, 6)) and saturation shift of one RGB value, HSV on sqrt, V kept.
+
+    Selects instead of branches (which channel is the maximum is a coin toss
+    per pixel; mispredicted branches cost more than the arithmetic).
+    """
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    six = np.float32(6.0)
+    r = np.sqrt(r)
+    g = np.sqrt(g)
+    b = np.sqrt(b)
+    v = r if r > g else g  # selects: numba's min/max builtins compile to branches
+    v = v if v > b else b
+    lo = r if r < g else g
+    lo = lo if lo < b else b
+    d = v - lo
+    grey = not d > zero  # grey or black: hue 0, saturation 0 (a positive shift tints it red-ward)
+    rd = one / d
+    h = (g - b) * rd if v == r else (np.float32(2.0) + (b - r) * rd if v == g else np.float32(4.0) + (r - g) * rd)
+    h = zero if grey else h
+    h = h + six if h < zero else h
+    h = h + hue6
+    h = h - six if h >= six else h
+    s = zero if grey else d / v
+    s = s + sat
+    s = s if s > zero else zero
+    s = s if s < one else one
+    vs = v * s
+    out_r = _hsv_channel(np.float32(5.0), h, v, vs)
+    out_g = _hsv_channel(np.float32(3.0), h, v, vs)
+    out_b = _hsv_channel(np.float32(1.0), h, v, vs)
+    return out_r * out_r, out_g * out_g, out_b * out_b
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _hsv_channel(n, h, v, vs):
+    """HSV -> one RGB channel: v - v s clamp(min(k, 4 - k), 0, 1), k = (n + h) mod 6."""
+    k = n + h
+    k = k - np.float32(6.0) if k >= np.float32(6.0) else k
+    w = np.float32(4.0) - k
+    w = k if k < w else w
+    w = w if w > np.float32(0.0) else np.float32(0.0)
+    w = w if w < np.float32(1.0) else np.float32(1.0)
+    return v - vs * w
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def render_window(hdr, exposure, jitter, hue6, sat, sigma, k1, k2, main, tail, thresholds, start, bgr,
+                  target, ldr):
+    """One capture of a window, all steps before JPEG, in one pass.
+
+    Parameters
+    ----------
+    hdr : float32 (h, w, 3)
+        Scene-linear window (any strides).
+    exposure : float32
+    jitter : bool
+        Apply the hue (``hue6``, sextants in [0, 6)) and saturation (``sat``) shift.
+    sigma : float32
+        Noise standard deviation; 0 for no noise.
+    k1, k2 : uint32
+        Noise keys (:func:`noise_keys`); value (y, x, c) uses counter (y * w + x) * 3 + c.
+    main, tail : float32
+        :func:`normal_tables`.
+    thresholds : float32 (255,)
+        Non-decreasing, in (0, 1]; ``start`` : uint8 (LEVEL_BINS,) from :func:`level_table`.
+    bgr : bool
+        Write the LDR channels in B, G, R order (what OpenCV's JPEG encoder takes).
+    target : float32 (h, w, 3), C-contiguous
+        Out: exposure * hdr after the jitter.
+    ldr : uint8 (h, w, 3), C-contiguous
+        Out: the quantised camera output.
+    """
+    h, w = hdr.shape[0], hdr.shape[1]
+    noise = np.zeros(3 * w, np.float32)
+    ukey1 = np.uint32(k1)
+    ukey2 = np.uint32(k2)
+    c_r, c_b = (2, 0) if bgr else (0, 2)
+    # three tight loops per row (target, noise, levels) run faster than one loop doing all
+    for y in range(h):
+        trow = target[y]
+        for x in range(w):
+            r = hdr[y, x, 0] * exposure
+            g = hdr[y, x, 1] * exposure
+            b = hdr[y, x, 2] * exposure
+            if jitter:
+                r, g, b = _jitter(r, g, b, hue6, sat)
+            trow[x, 0] = r
+            trow[x, 1] = g
+            trow[x, 2] = b
+        if sigma > np.float32(0.0):
+            i0 = np.uint32(y * w * 3)
+            for j in range(3 * w):
+                noise[j] = sigma * _normal(_uniform_bits(i0 + np.uint32(j), ukey1, ukey2), main, tail)
+        lrow = ldr[y]
+        for x in range(w):
+            lrow[x, c_r] = _level(trow[x, 0] + noise[3 * x], thresholds, start)
+            lrow[x, 1] = _level(trow[x, 1] + noise[3 * x + 1], thresholds, start)
+            lrow[x, c_b] = _level(trow[x, 2] + noise[3 * x + 2], thresholds, start)
