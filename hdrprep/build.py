@@ -54,7 +54,8 @@ def discover(src: str | Path) -> tuple[list[str], list[dict]]:
         POSIX paths relative to ``src`` of the files with an HDR suffix.
     bad : list of dict
         Entries with an HDR suffix that are not regular files (a folder named
-        ``x.exr``, a dangling link), with ``source``, ``reason`` and ``detail``.
+        ``x.exr``, a dangling link, a FIFO), with ``source``, ``status``
+        (``'skipped'``), ``reason`` and ``detail``.
     """
     from hdrprep.io import HDR_SUFFIXES
 
@@ -73,7 +74,7 @@ def discover(src: str | Path) -> tuple[list[str], list[dict]]:
             else:
                 kind = "a folder" if path.is_dir() else "a dangling or looping link" if path.is_symlink() \
                     else "not a regular file"
-                bad.append(dict(source=key, reason="not-a-file",
+                bad.append(dict(source=key, status="skipped", reason="not-a-file",
                                 detail=f"{kind} with an HDR file name; remove or rename it"))
     return sorted(keys), sorted(bad, key=lambda b: b["source"])
 
@@ -249,9 +250,12 @@ def _executor(workers: int | None, scheduler: str | None, cluster=None, local_di
         threads = scheduler == "threads"
         kw = dict(n_workers=1, threads_per_worker=n) if threads else dict(n_workers=n, threads_per_worker=1,
                                                                            env=_THREAD_ENV)
-        # worker scratch space inside --out/_work, not in $TMPDIR or the current folder
-        with LocalCluster(processes=not threads, dashboard_address=":0", silence_logs=40,
-                          local_directory=str(local_directory) if local_directory else None, **kw) as local, \
+        import dask
+
+        # scratch space of the scheduler, nannies and workers inside --out/_work, not in $TMPDIR
+        scratch = {"temporary-directory": str(local_directory)} if local_directory else {}
+        with dask.config.set(scratch), \
+                LocalCluster(processes=not threads, dashboard_address=":0", silence_logs=40, **kw) as local, \
                 Client(local) as client:
             yield _Dask(client)
 

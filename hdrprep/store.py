@@ -233,6 +233,9 @@ def open_store(root: str | Path):
     root = Path(root)
     attrs = read_attrs(root)
     if attrs is None:
+        if (root / WORK_DIR).is_dir():  # a first build stopped before it created the arrays
+            raise StoreError(f"{root}: the build did not finish (it stopped before writing pairs); rerun the "
+                             f"same `hdrprep build` to resume")
         raise StoreError(f"{root}: not an hdrprep store (no zarr.json with an '{ATTR}' attribute)")
     if attrs.get("format_version") != FORMAT_VERSION:
         raise StoreError(f"{root}: format version {attrs.get('format_version')!r}, this hdrprep reads "

@@ -65,6 +65,9 @@ def verify(root: str | Path, *, checksums: bool = True, progress: bool = False) 
     """
     root = Path(root)
     attrs = store.read_attrs(root)
+    if attrs is None and (root / store.WORK_DIR).is_dir():
+        return [Problem(str(root), "the build did not finish (it stopped before writing pairs)",
+                        f"{_RERUN} to resume it")]
     if attrs is None:
         return [Problem(str(root), f"not an hdrprep store (no zarr.json with an '{store.ATTR}' attribute)",
                         "give the folder that `hdrprep build --out` wrote")]
