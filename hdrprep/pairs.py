@@ -10,10 +10,11 @@ frame's key (its path relative to ``--src``), never on task order or worker
 count. Candidate ``j`` of a frame gets its own child stream, so its camera
 parameters do not depend on how many other candidates were drawn.
 
-Score of a candidate: Santos Algorithm 1 with H = the frame times the exposure
-(before the camera's colour jitter, so that D and G are computed once per frame
-when the exposure is per frame) and M = the soft mask of the candidate's final
-LDR (after noise, jitter and JPEG), so the mask is that of the stored LDR.
+Score of a candidate: Santos Algorithm 1 on the stored pair itself, H = the
+HDR target (exposure times the window, after the colour jitter) and M = the soft
+mask of the final LDR (after noise, jitter and JPEG), so anyone can recompute it
+from the store. Where the target is exposure times the frame (no jitter,
+exposure per frame) D and G are computed once per frame.
 """
 
 from __future__ import annotations
@@ -136,16 +137,19 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
     cols: dict[str, list] = {c: [] for c in CANDIDATE_COLUMNS}
     for j, ((r, c), p) in enumerate(zip(windows, params)):
         r, c = int(r), int(c)
-        ldr, _ = render_pair(frame, r, c, size, p, config, curves)
+        ldr, target = render_pair(frame, r, c, size, p, config, curves)
         mask = camera.soft_mask(ldr, config.camera.mask_alpha)
-        if config.camera.exposure_mode == "frame":
-            # one exposure for the frame: D and G are computed once, windows only fix their borders
+        weights = 1.0 - mask
+        if not weights.any():
+            score = 0.0  # no saturated pixel: both normalisations give 0
+        elif config.camera.exposure_mode == "frame" and p.hue_shift == 0 and p.sat_shift == 0:
+            # the target is exposure * frame: D and G once per frame, windows only fix their borders
             if scorer is None:
                 scorer = metric.FrameMetric(frame * np.float32(p.exposure), size, config.metric)
-            score = scorer.score(r, c, 1.0 - mask)
+            score = scorer.score(r, c, weights)
         else:
-            window = frame[r:r + size, c:c + size] * np.float32(p.exposure)
-            score = metric.FrameMetric(window, size, config.metric).score(0, 0, 1.0 - mask)
+            # colour jitter (or a per-window exposure) makes each target its own image
+            score = metric.FrameMetric(target, size, config.metric).score(0, 0, weights)
         row = dict(source=key, candidate=j, row=r, col=c, size=size, score=float(score),
                    saturated_fraction=float(metric.saturated_fraction(mask)), seed=config.seed)
         for name in CANDIDATE_COLUMNS:
