@@ -5,8 +5,10 @@ Usage: python bench/camera.py [PLOT.png] [--patches N]
 Renders N real 512x512 windows (from ../shared/data/hdr, or lognormal noise
 images where that is absent) with each step switched on alone and with the full
 camera, prints the median time per patch and the step's share of the full
-camera, and writes a plot of sampled camera curves to PLOT.png (default
-/tmp/curves.png).
+camera, next to the numpy/OpenCV reference implementation of the same steps
+(``numpy_reference_render`` in tests/test_camera.py, the code the Numba kernel
+replaced) and the speed-up, and writes a plot of sampled camera curves to
+PLOT.png (default /tmp/curves.png).
 """
 
 import argparse
@@ -23,6 +25,9 @@ import numpy as np  # noqa: E402
 
 from hdrprep.camera import apply_curve, exposure_for, render, sample_params, soft_mask  # noqa: E402
 from hdrprep.config import CameraConfig  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from test_camera import numpy_reference_render  # noqa: E402
 
 SIZE = 512
 HDR_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hdr"
@@ -110,34 +115,35 @@ def main(argv=None):
         params.append(p)
     items = list(zip(wins, params))
 
-    def run(**steps):
+    def run(fn=render, **steps):
         cfg = CameraConfig(**{**off, **steps})
-        return lambda it: render(it[0], it[1], cfg)
+        return lambda it: fn(it[0], it[1], cfg)
 
-    ms = interleaved_ms({
-        "exposure_for (window)": lambda it: exposure_for(it[0], it[1].clip_quantile),
-        "base": run(),
-        "noise": run(noise=True),
-        "color_jitter": run(color_jitter=True),
-        "jpeg": run(jpeg=True),
-        "full": run(noise=True, color_jitter=True, jpeg=True),
-    }, items)
+    steps = {"base": {}, "noise": dict(noise=True), "color_jitter": dict(color_jitter=True),
+             "jpeg": dict(jpeg=True), "full": dict(noise=True, color_jitter=True, jpeg=True)}
+    fns = {"exposure_for (window)": lambda it: exposure_for(it[0], it[1].clip_quantile)}
+    fns.update({name: run(**kw) for name, kw in steps.items()})
+    fns.update({f"ref {name}": run(numpy_reference_render, **kw) for name, kw in steps.items()})
+    ms = interleaved_ms(fns, items)
     ldrs = [render(w, p, full)[0] for w, p in items]
     mask_ms = interleaved_ms({"soft_mask": lambda ldr: soft_mask(ldr, full.mask_alpha)}, ldrs)["soft_mask"]
     base, t_full = ms["base"], ms["full"]
-    rows = [("exposure_for (window)", ms["exposure_for (window)"], None),
-            ("exposure+curve+quantise (base)", base, None)]
-    rows += [(f"base + {step}", ms[step], ms[step] - base) for step in ("noise", "color_jitter", "jpeg")]
-    rows.append(("full camera", t_full, None))
-    rows.append(("soft_mask (separate)", mask_ms, None))
+    rows = [("exposure_for (window)", ms["exposure_for (window)"], None, None),
+            ("exposure+curve+quantise (base)", base, None, ms["ref base"])]
+    rows += [(f"base + {step}", ms[step], ms[step] - base, ms[f"ref {step}"])
+             for step in ("noise", "color_jitter", "jpeg")]
+    rows.append(("full camera", t_full, None, ms["ref full"]))
+    rows.append(("soft_mask (separate)", mask_ms, None, None))
 
     print(f"virtual camera, {SIZE}x{SIZE} patches, median over {len(items)}, cv2 threads 1, "
           f"numpy {np.__version__}, opencv {cv2.__version__}")
-    print(f"{'step':34s} {'ms/patch':>9s} {'minus base':>11s} {'share of full':>14s}")
-    for name, t, alone in rows:
+    print(f"{'step':34s} {'ms/patch':>9s} {'minus base':>11s} {'share of full':>14s} "
+          f"{'numpy ref ms':>13s} {'speed-up':>9s}")
+    for name, t, alone, ref in rows:
         share = (alone if alone is not None else t) / t_full
         alone_s = f"{alone:11.2f}" if alone is not None else " " * 11
-        print(f"{name:34s} {t:9.2f} {alone_s} {share:13.0%}")
+        ref_s = f"{ref:13.2f} {ref / t:8.1f}x" if ref is not None else ""
+        print(f"{name:34s} {t:9.2f} {alone_s} {share:13.0%} {ref_s}")
     plot_curves(args.plot)
     print(f"curve plot: {args.plot}")
     return 0
