@@ -447,8 +447,8 @@ def test_yaml_and_checkpoints_load_safely():
             line = text[m.start():text.index("\n", m.start())]
             assert "SafeLoader" in line or "CSafeLoader" in line, f"{path}: {line}"
         for m in re.finditer(r"torch\.load\(", text):
-            call = text[m.start():text.index(")", text.index("\n", m.start()) - 1) + 1]
-            assert "weights_only=True" in call, f"{path}: {call}"
+            call = text[m.start():m.start() + 200]  # the call and its arguments
+            assert "weights_only=True" in call.split("\n\n")[0], f"{path}: {call}"
 
 
 # --------------------------------------------------------------------------- 6. disk full
