@@ -8,20 +8,29 @@ polynomial of order n. On log luminance with sigma_c = 100 the argument
 c (Lq - Lp)^2 stays below about 0.006, so order 1 is exact to float32 rounding;
 the wrapper picks the order from the frame's range. The filter then becomes a
 ratio of sums over spatial moments S_k(p) = sum_q s(q - p) Lq^k, k = 0..2n+1,
-and every S_k is a linear spatial filter: each disc row is a truncated 1-D
-Gaussian, so a horizontal pass stores the running row sums at the few widths the
-disc needs and a vertical pass combines 2R + 1 of them.
+and every S_k is a linear spatial filter: each disc column is a truncated 1-D
+Gaussian, so a vertical pass stores the running column sums at the few heights
+the disc needs and a horizontal pass combines 2R + 1 of them. The 2R + 1 source
+rows an output row needs are kept, as powers, in a ring buffer.
+
+Per window ('exact' mode) only the band of R + 1 pixels along the window's
+edges differs from the frame's G; the band is cut into blocks, and a block whose
+weights are all 0 is not computed at all (its G does not enter the score).
 
 Numbers: float32 images and moments (L is centred on ``ref`` so that the powers
-stay small), float64 per-pixel Taylor sums and score accumulators. No fast-math
-flag that assumes finite values is used: NaN and Inf propagate as IEEE says.
+stay small), float64 per-pixel Taylor sums and score totals. Fast-math flags are
+limited to 'contract' (fused multiply-add) and, for the score sums, 'reassoc';
+no flag that assumes finite values: NaN and Inf propagate as IEEE says.
 """
 
 import numpy as np
 from numba import njit, prange
 
-# Reassociation lets LLVM vectorise the float64 score sums; nnan/ninf stay off.
+_FMA = {"contract"}
+# Reassociation lets LLVM vectorise the score sums; nnan/ninf stay off.
 _SUM_MATH = {"reassoc", "contract"}
+_BLOCK = 128  # band block length along the window edge
+_CHUNK = 32  # LDR pixels checked for saturation at once
 
 
 @njit(cache=True, nogil=True)
@@ -35,37 +44,60 @@ def _reflect(p, n):
 
 
 @njit(cache=True, nogil=True)
-def log_luminance(hdr, out):
-    """out = log(gray(hdr) + 1), gray with OpenCV's RGB2GRAY weights, in float32."""
-    r_w = np.float32(0.299)
-    g_w = np.float32(0.587)
-    b_w = np.float32(0.114)
-    one = np.float32(1.0)
-    for y in range(hdr.shape[0]):
-        for x in range(hdr.shape[1]):
-            gray = hdr[y, x, 0] * r_w + hdr[y, x, 1] * g_w + hdr[y, x, 2] * b_w
-            out[y, x] = np.log(gray + one)
+def _load_powers(L, top, left, w, r, xs, transpose, ref, dst):
+    """dst[m, k] = (image[r, reflect(xs + k, w)] - ref) ** (m + 1), float32.
+
+    The image is ``L[top:, left:]`` (its row r is L's row top + r) or, with
+    ``transpose``, its transpose (image row r is L's column left + r); w is the
+    image's width.
+    """
+    n = dst.shape[1]
+    d0 = dst[0]
+    a = min(max(0, -xs), n)  # k < a: left of the image
+    b = max(a, min(n, w - xs))  # k >= b: right of it
+    if transpose:
+        col = left + r
+        for k in range(a):
+            d0[k] = np.float32(L[top + _reflect(xs + k, w), col] - ref)
+        for k in range(a, b):
+            d0[k] = np.float32(L[top + xs + k, col] - ref)
+        for k in range(b, n):
+            d0[k] = np.float32(L[top + _reflect(xs + k, w), col] - ref)
+    else:
+        src = L[top + r]
+        for k in range(a):
+            d0[k] = np.float32(src[left + _reflect(xs + k, w)] - ref)
+        inner = src[left + xs + a:left + xs + b]
+        out = d0[a:b]
+        for k in range(b - a):
+            out[k] = np.float32(inner[k] - ref)
+        for k in range(b, n):
+            d0[k] = np.float32(src[left + _reflect(xs + k, w)] - ref)
+    for m in range(1, dst.shape[0]):
+        pm = dst[m]
+        pp = dst[m - 1]
+        for k in range(n):
+            pm[k] = pp[k] * d0[k]
 
 
-@njit(cache=True, nogil=True)
-def _moments_row(powers, rows, g, row_width, width_slot, acc, cols_sum, vsum):
+@njit(cache=True, nogil=True, fastmath=_FMA)
+def _moments_row(ring, slots, g, row_width, width_slot, acc, cols_sum, vsum):
     """Spatial moments S_{m+1} of one output row, vsum[m, x] (float32).
 
-    powers[m, r] : the (m+1)-th power of source row r, padded by R columns on
-    each side; rows[i + R] : index in ``powers`` of the row at vertical offset i
-    (already reflected). Vertical pass first: the column sums over |i| <= h at
-    every disc height h go to cols_sum[width_slot[h]]; then each disc column j
-    adds its column sum of height row_width[j].
+    ring[slots[i + R], m] : the (m+1)-th power of the source row at vertical
+    offset i, padded by R columns on each side. Vertical pass first: the column
+    sums over |i| <= h at every disc height h go to cols_sum[width_slot[h]]; then
+    each disc column j adds its column sum of height row_width[j].
     """
     R = g.shape[0] - 1
-    nmom = powers.shape[0]
-    npad = powers.shape[2]
+    nmom = ring.shape[1]
+    npad = ring.shape[2]
     nx = vsum.shape[1]
     g0 = g[0]
     # 1-D views indexed by the bare loop variable: Numba's negative-index
     # wraparound on offset indices would keep LLVM from vectorising these loops
     for m in range(nmom):
-        centre = powers[m, rows[R]]
+        centre = ring[slots[R], m]
         for k in range(npad):
             acc[k] = g0 * centre[k]
         ws = width_slot[0]
@@ -75,8 +107,8 @@ def _moments_row(powers, rows, g, row_width, width_slot, acc, cols_sum, vsum):
                 dst[k] = acc[k]
         for i in range(1, R + 1):
             gi = g[i]
-            up = powers[m, rows[R - i]]
-            down = powers[m, rows[R + i]]
+            up = ring[slots[R - i], m]
+            down = ring[slots[R + i], m]
             for k in range(npad):
                 acc[k] += gi * (up[k] + down[k])
             ws = width_slot[i]
@@ -98,17 +130,18 @@ def _moments_row(powers, rows, g, row_width, width_slot, acc, cols_sum, vsum):
 
 
 @njit(cache=True, nogil=True)
-def _taylor_row(lrow, ref, vsum, kernel_sum, taylor, binom, negp, num, den, drow):
+def _taylor_row(lc, vsum, kernel_sum, taylor, binom, negp, num, den, drow):
     """D = L - B on one row from the moments vsum[m] = S_{m+1} (float32 out).
 
-    B - ref = N / Z, Z = sum_m taylor[m] sum_k C(2m, k) (-l)^(2m-k) S_k and N
-    the same with S_{k+1}, l = L - ref, S_0 = kernel_sum.
+    lc = L - ref of the row (float32). B - ref = N / Z,
+    Z = sum_m taylor[m] sum_k C(2m, k) (-l)^(2m-k) S_k and N the same with
+    S_{k+1}, l = L - ref, S_0 = kernel_sum.
     """
     nterm = taylor.shape[0]
-    nx = lrow.shape[0]
+    nx = lc.shape[0]
     neg = negp[1]
     for x in range(nx):
-        neg[x] = -np.float32(lrow[x] - ref)
+        neg[x] = -lc[x]
     if nterm == 2:  # order 1, the usual case, in one pass
         a = taylor[1]
         s1 = vsum[0]
@@ -154,11 +187,13 @@ def detail_block(L, top, left, h, w, y0, y1, x0, x1, transpose, ref, g, row_widt
                  kernel_sum, taylor, binom, out, oy, ox):
     """Detail layer D = L - B on one rectangle of an image with REFLECT_101 borders.
 
-    The image is ``L[top:top+h, left:left+w]`` (float32 log luminance); the
-    filter sees only it, reflected at its own edges, exactly as OpenCV does for
-    an image of that size. D (float32) for image rows [y0, y1) and columns
-    [x0, x1) goes to ``out[oy + y - y0, ox + x - x0]``, or with ``transpose`` to
-    ``out[ox + x - x0, oy + y - y0]`` (for L given transposed).
+    The image is ``L[top:top+h, left:left+w]`` (float32 log luminance), or with
+    ``transpose`` its transpose (then h is the number of L's columns it spans,
+    w the number of rows); the filter sees only it, reflected at its own edges,
+    exactly as OpenCV does for an image of that size. D (float32) of image rows
+    [y0, y1) and columns [x0, x1) goes to ``out[oy + y - y0, ox + x - x0]``, or
+    with ``transpose`` to ``out[oy + x - x0, ox + y - y0]`` (``out`` in L's
+    orientation).
 
     g : (R+1,) float32 1-D spatial weights; row_width[i] : half-width of the
     disc row at offset i (= half-height of the disc column at offset i);
@@ -169,31 +204,12 @@ def detail_block(L, top, left, h, w, y0, y1, x0, x1, transpose, ref, g, row_widt
     R = g.shape[0] - 1
     nterm = taylor.shape[0]
     nmom = 2 * nterm - 1
+    n = 2 * R + 1
     nx = x1 - x0
     npad = nx + 2 * R
-    cols = np.empty(npad, np.int64)
-    for k in range(npad):
-        cols[k] = left + _reflect(x0 - R + k, w)
-    # the (reflected) image rows the block reads, as powers of L - ref
-    rlo = h
-    rhi = -1
-    for y in range(y0, y1):
-        for i in range(-R, R + 1):
-            r = _reflect(y + i, h)
-            rlo = min(rlo, r)
-            rhi = max(rhi, r)
-    powers = np.empty((nmom, rhi - rlo + 1, npad), np.float32)
-    for r in range(rlo, rhi + 1):
-        src = L[top + r]
-        p0 = powers[0, r - rlo]
-        for k in range(npad):
-            p0[k] = np.float32(src[cols[k]] - ref)
-        for m in range(1, nmom):
-            pm = powers[m, r - rlo]
-            pp = powers[m - 1, r - rlo]
-            for k in range(npad):
-                pm[k] = pp[k] * p0[k]
-    rows = np.empty(2 * R + 1, np.int64)
+    # ring[p % n]: powers of the source row at unreflected position p
+    ring = np.empty((n, nmom, npad), np.float32)
+    slots = np.empty(n, np.int64)
     acc = np.empty(npad, np.float32)
     cols_sum = np.empty((n_widths, npad), np.float32)
     vsum = np.empty((nmom, nx), np.float32)
@@ -201,54 +217,60 @@ def detail_block(L, top, left, h, w, y0, y1, x0, x1, transpose, ref, g, row_widt
     num = np.empty(nx, np.float64)
     den = np.empty(nx, np.float64)
     drow = np.empty(nx, np.float32)
+    for p in range(y0 - R, y0 + R):
+        _load_powers(L, top, left, w, _reflect(p, h), x0 - R, transpose, ref, ring[p % n])
     for y in range(y0, y1):
-        for i in range(-R, R + 1):
-            rows[i + R] = _reflect(y + i, h) - rlo
-        _moments_row(powers, rows, g, row_width, width_slot, acc, cols_sum, vsum)
-        _taylor_row(L[top + y, left + x0:left + x1], ref, vsum, kernel_sum, taylor, binom, negp, num, den,
-                    drow)
+        p = y + R
+        _load_powers(L, top, left, w, _reflect(p, h), x0 - R, transpose, ref, ring[p % n])
+        for i in range(n):
+            slots[i] = (y - R + i) % n
+        _moments_row(ring, slots, g, row_width, width_slot, acc, cols_sum, vsum)
+        _taylor_row(ring[y % n, 0, R:R + nx], vsum, kernel_sum, taylor, binom, negp, num, den, drow)
         if transpose:
             for x in range(nx):
-                out[ox + x, oy + y - y0] = drow[x]
+                out[oy + x, ox + y - y0] = drow[x]
         else:
             out[oy + y - y0, ox:ox + nx] = drow
 
 
 @njit(cache=True, nogil=True)
-def _sobel_px(rm, rc, rp, x, xm, xp):
-    """|Sobel_x| + |Sobel_y| at column x of rows rm, rc, rp (OpenCV's operation order)."""
-    two = np.float32(2.0)
-    gx = (rm[xp] - rm[xm]) + two * (rc[xp] - rc[xm]) + (rp[xp] - rp[xm])
-    gy = (rp[xm] + two * rp[x] + rp[xp]) - (rm[xm] + two * rm[x] + rm[xp])
-    return abs(gx) + abs(gy)
+def _sobel_row(rm, rc, rp, w, x0, x1, off, out):
+    """|Sobel_x| + |Sobel_y| (ksize 3, REFLECT_101, OpenCV's operation order).
 
-
-@njit(cache=True, nogil=True)
-def sobel_abs(D, y0, y1, x0, x1, G):
-    """G = |Sobel_x D| + |Sobel_y D| (ksize 3, REFLECT_101) on rows [y0,y1), cols [x0,x1)."""
-    h, w = D.shape
+    rm, rc, rp : rows y - 1, y, y + 1 (already reflected) of an image of width
+    w whose column x is at index x - off. G of columns [x0, x1) goes to
+    out[x - x0].
+    """
     two = np.float32(2.0)
     xs = max(x0, 1)
     xe = max(xs, min(x1, w - 1))
-    n = xe - xs
+    for x in range(x0, x1):
+        if x < xs or x >= xe:
+            xc = x - off
+            xm = _reflect(x - 1, w) - off
+            xp = _reflect(x + 1, w) - off
+            gx = (rm[xp] - rm[xm]) + two * (rc[xp] - rc[xm]) + (rp[xp] - rp[xm])
+            gy = (rp[xm] + two * rp[xc] + rp[xp]) - (rm[xm] + two * rm[xc] + rm[xp])
+            out[x - x0] = abs(gx) + abs(gy)
+    # interior through shifted views (bare loop index: vectorisable)
+    a = xs - off
+    b = xe - off
+    mm, mc, mp = rm[a - 1:b - 1], rm[a:b], rm[a + 1:b + 1]
+    cm, cp = rc[a - 1:b - 1], rc[a + 1:b + 1]
+    pm, pc, pp = rp[a - 1:b - 1], rp[a:b], rp[a + 1:b + 1]
+    dst = out[xs - x0:xe - x0]
+    for i in range(xe - xs):
+        gx = (mp[i] - mm[i]) + two * (cp[i] - cm[i]) + (pp[i] - pm[i])
+        gy = (pm[i] + two * pc[i] + pp[i]) - (mm[i] + two * mc[i] + mp[i])
+        dst[i] = abs(gx) + abs(gy)
+
+
+@njit(cache=True, nogil=True)
+def sobel_abs(D, y0, y1, G):
+    """G = |Sobel_x D| + |Sobel_y D| (ksize 3, REFLECT_101) on rows [y0, y1)."""
+    h, w = D.shape
     for y in range(y0, y1):
-        rm = D[_reflect(y - 1, h)]
-        rc = D[y]
-        rp = D[_reflect(y + 1, h)]
-        grow = G[y]
-        for x in range(x0, xs):
-            grow[x] = _sobel_px(rm, rc, rp, x, _reflect(x - 1, w), _reflect(x + 1, w))
-        for x in range(xe, x1):
-            grow[x] = _sobel_px(rm, rc, rp, x, _reflect(x - 1, w), _reflect(x + 1, w))
-        # interior through shifted views (bare loop index: vectorisable)
-        mm, mc, mp = rm[xs - 1:xe - 1], rm[xs:xe], rm[xs + 1:xe + 1]
-        cm, cp = rc[xs - 1:xe - 1], rc[xs + 1:xe + 1]
-        pm, pc, pp = rp[xs - 1:xe - 1], rp[xs:xe], rp[xs + 1:xe + 1]
-        out = grow[xs:xe]
-        for i in range(n):
-            gx = (mp[i] - mm[i]) + two * (cp[i] - cm[i]) + (pp[i] - pm[i])
-            gy = (pm[i] + two * pc[i] + pp[i]) - (mm[i] + two * mc[i] + mp[i])
-            out[i] = abs(gx) + abs(gy)
+        _sobel_row(D[_reflect(y - 1, h)], D[y], D[_reflect(y + 1, h)], w, 0, w, 0, G[y])
 
 
 @njit(cache=True, nogil=True)
@@ -269,7 +291,7 @@ def frame_gradient_parallel(L, tile, ref, g, row_width, width_slot, n_widths, ke
                           n_widths, kernel_sum, taylor, binom, D)
     band = 64
     for b in prange((h + band - 1) // band):
-        sobel_abs(D, b * band, min(h, b * band + band), 0, w, G)
+        sobel_abs(D, b * band, min(h, b * band + band), G)
 
 
 @njit(cache=True, nogil=True)
@@ -279,79 +301,153 @@ def whole_window(size, R):
 
 
 @njit(cache=True, nogil=True)
-def window_band(L, D, r0, c0, size, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor,
-                binom, dwin, gwin):
-    """The window's own G near its edges, where it differs from the frame's G.
+def band_blocks(size, R):
+    """Blocks (K, 4) of window rows [y0, y1) x columns [x0, x1) where the window's G differs from the frame's.
 
-    Within R + 1 pixels of a window edge the filter disc (radius R) or the Sobel
-    stencil reaches past the window, and the per-window oracle reflects the
-    window's own pixels there. Fills that band of ``gwin`` (size, size) float32;
-    the interior is left untouched (it equals the frame's G). ``dwin`` (size,
-    size) float32 is scratch. A window too small for a band is computed whole.
-    A window edge on the frame edge gives the frame's values.
+    The band of R + 1 pixels along the edges (or the whole window when it is
+    too small for a band), cut into pieces of at most ``_BLOCK`` along the edge.
     """
-    R = g.shape[0] - 1
     s = size
     if whole_window(s, R):
-        detail_block(L, r0, c0, s, s, 0, s, 0, s, False, ref, g, row_width, width_slot, n_widths,
-                     kernel_sum, taylor, binom, dwin, 0, 0)
-        sobel_abs(dwin, 0, s, 0, s, gwin)
-        return
-    # D at distance R and R + 1 from the edges equals the frame's D (the disc
-    # stays inside); the Sobel stencil of the G band reads it.
-    e = R + 2
-    for y in range(s):
-        if y < e or y >= s - e:
-            for x in range(s):
-                dwin[y, x] = D[r0 + y, c0 + x]
-        else:
-            for x in range(e):
-                dwin[y, x] = D[r0 + y, c0 + x]
-                dwin[y, s - 1 - x] = D[r0 + y, c0 + s - 1 - x]
-    args = (g, row_width, width_slot, n_widths, kernel_sum, taylor, binom, dwin)
-    detail_block(L, r0, c0, s, s, 0, R, 0, s, False, ref, *args, 0, 0)
-    detail_block(L, r0, c0, s, s, s - R, s, 0, s, False, ref, *args, s - R, 0)
-    # left and right strips on the transposed 2R columns they read, so that they
-    # too run along rows of length ~size (image rows = window columns)
-    strip = np.empty((2 * R, s), np.float32)
-    for side in range(2):
-        c = c0 if side == 0 else c0 + s - 2 * R
-        for i in range(s):
-            src = L[r0 + i, c:c + 2 * R]
-            for j in range(2 * R):
-                strip[j, i] = src[j]
-        if side == 0:
-            detail_block(strip, 0, 0, s, s, 0, R, R, s - R, True, ref, *args, 0, R)
-        else:  # image rows s - 2R .. s - 1 are strip rows 0 .. 2R - 1
-            detail_block(strip, -(s - 2 * R), 0, s, s, s - R, s, R, s - R, True, ref, *args, s - R, R)
+        out = np.empty((1, 4), np.int64)
+        out[0, 0], out[0, 1], out[0, 2], out[0, 3] = 0, s, 0, s
+        return out
     b = R + 1
-    sobel_abs(dwin, 0, b, 0, s, gwin)
-    sobel_abs(dwin, s - b, s, 0, s, gwin)
-    sobel_abs(dwin, b, s - b, 0, b, gwin)
-    sobel_abs(dwin, b, s - b, s - b, s, gwin)
+    along = (s + _BLOCK - 1) // _BLOCK
+    down = (s - 2 * b + _BLOCK - 1) // _BLOCK
+    out = np.empty((2 * along + 2 * down, 4), np.int64)
+    k = 0
+    for i in range(along):
+        x0, x1 = i * _BLOCK, min(s, i * _BLOCK + _BLOCK)
+        out[k, 0], out[k, 1], out[k, 2], out[k, 3] = 0, b, x0, x1
+        out[k + 1, 0], out[k + 1, 1], out[k + 1, 2], out[k + 1, 3] = s - b, s, x0, x1
+        k += 2
+    for i in range(down):
+        y0, y1 = b + i * _BLOCK, min(s - b, b + i * _BLOCK + _BLOCK)
+        out[k, 0], out[k, 1], out[k, 2], out[k, 3] = y0, y1, 0, b
+        out[k + 1, 0], out[k + 1, 1], out[k + 1, 2], out[k + 1, 3] = y0, y1, s - b, s
+        k += 2
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _window_detail(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
+                   taylor, binom, out):
+    """The window's own D on window rows [ya, yb), columns [xa, xb), to out[y - ya, x - xa].
+
+    Pixels at least R from every window edge see only window pixels: their D is
+    the frame's. The others are filtered on the window alone, along the
+    rectangle's longer side (a tall rectangle on the transposed window), whole
+    lines at a time: a line with any pixel near an edge is computed whole.
+    """
+    R = g.shape[0] - 1
+    tall = yb - ya > xb - xa
+    # lines (rows, or columns when tall) [la, lb) across [ca, cb)
+    la, lb, ca, cb = (xa, xb, ya, yb) if tall else (ya, yb, xa, xb)
+    near = ca < R or cb > s - R  # every line has a pixel near an edge
+    # lines [la, lo) and [hi, lb) are computed, [lo, hi) copied
+    if near:
+        lo, hi = lb, lb
+        detail_block(L, r0, c0, s, s, la, lb, ca, cb, tall, ref, g, row_width, width_slot, n_widths,
+                     kernel_sum, taylor, binom, out, 0, 0)
+    else:
+        lo = max(la, min(lb, R))
+        hi = max(lo, min(lb, s - R))
+        if la < lo:
+            detail_block(L, r0, c0, s, s, la, lo, ca, cb, tall, ref, g, row_width, width_slot, n_widths,
+                         kernel_sum, taylor, binom, out, 0, 0)
+        if hi < lb:
+            oy, ox = (0, hi - la) if tall else (hi - la, 0)
+            detail_block(L, r0, c0, s, s, hi, lb, ca, cb, tall, ref, g, row_width, width_slot, n_widths,
+                         kernel_sum, taylor, binom, out, oy, ox)
+    # lines [lo, hi) are far from every edge: the frame's D
+    if tall:
+        for y in range(ya, yb):
+            out[y - ya, lo - xa:hi - xa] = D[r0 + y, c0 + lo:c0 + hi]
+    else:
+        for y in range(lo, hi):
+            out[y - ya, :xb - xa] = D[r0 + y, c0 + xa:c0 + xb]
+
+
+@njit(cache=True, nogil=True)
+def block_gradient(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
+                   taylor, binom, dbuf, gbuf):
+    """The window's own G on window rows [ya, yb), columns [xa, xb), to gbuf[y - ya, x - xa].
+
+    dbuf : float32 scratch of at least (yb - ya + 2, xb - xa + 2).
+    """
+    Ya = max(0, ya - 1)
+    Yb = min(s, yb + 1)
+    Xa = max(0, xa - 1)
+    Xb = min(s, xb + 1)
+    _window_detail(L, D, r0, c0, s, Ya, Yb, Xa, Xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
+                   taylor, binom, dbuf)
+    for y in range(ya, yb):
+        _sobel_row(dbuf[_reflect(y - 1, s) - Ya], dbuf[y - Ya], dbuf[_reflect(y + 1, s) - Ya], s, xa, xb,
+                   Xa, gbuf[y - ya])
 
 
 @njit(cache=True, nogil=True, fastmath=_SUM_MATH)
-def _weighted_sum(G, gr0, gc0, W, y0, y1, x0, x1):
-    """(sum G*W over channels, sum W) on window rows [y0,y1), cols [x0,x1).
+def _weights_row(W, lut, vmin, y, x0, x1, out):
+    """Channel sums of the weights of row y, columns [x0, x1), to out[x - x0].
 
-    G is read at (gr0 + y, gc0 + x). Rows are summed in float32 (at most a few
-    thousand terms), the row sums in float64.
+    W : (h, w, 3) float32 weights 1 - M (``lut`` None), or uint8 LDR with
+    ``lut`` (256,) float32 = 1 - M of each code value, 0 below ``vmin``.
+    Returns (row sum in float32, whether any weight is nonzero or NaN).
+    """
+    n = x1 - x0
+    row = W[y, x0:x1]
+    rw = np.float32(0.0)
+    nz = 0
+    if lut is None:
+        for x in range(n):
+            ws = row[x, 0] + row[x, 1] + row[x, 2]
+            out[x] = ws
+            rw += ws
+            nz += ws != 0
+        return rw, nz > 0
+    codes = W[y].reshape(-1)  # the row's channel values, pixel-major
+    for a in range(x0, x1, _CHUNK):
+        b = min(x1, a + _CHUNK)
+        chunk = codes[3 * a:3 * b]
+        top = np.uint8(0)
+        for i in range(3 * (b - a)):
+            top = max(top, chunk[i])
+        if top < vmin:  # no saturated channel: skip the table look-ups
+            out[a - x0:b - x0] = 0
+            continue
+        nz += 1
+        for x in range(a, b):
+            ws = lut[codes[3 * x]] + lut[codes[3 * x + 1]] + lut[codes[3 * x + 2]]
+            out[x - x0] = ws
+            rw += ws
+    return rw, nz > 0
+
+
+@njit(cache=True, nogil=True, fastmath=_SUM_MATH)
+def _dot(a, b, n):
+    t = np.float32(0.0)
+    for x in range(n):
+        t += a[x] * b[x]
+    return t
+
+
+@njit(cache=True, nogil=True)
+def _weighted_sum(G, gr0, gc0, W, lut, vmin, y0, y1, x0, x1, ws):
+    """(sum G*W over channels, sum W) on window rows [y0, y1), columns [x0, x1).
+
+    G is read at (gr0 + y, gc0 + x); ws : float32 scratch of at least x1 - x0.
+    Rows are summed in float32 (at most a few thousand terms), the row sums in
+    float64.
     """
     tot = 0.0
     wsum = 0.0
     n = x1 - x0
     for y in range(y0, y1):
-        grow = G[gr0 + y, gc0 + x0:gc0 + x1]
-        wrow = W[y, x0:x1]
-        rt = np.float32(0.0)
-        rw = np.float32(0.0)
-        for x in range(n):
-            ws = wrow[x, 0] + wrow[x, 1] + wrow[x, 2]
-            rt += grow[x] * ws
-            rw += ws
-        tot += rt
+        rw, nz = _weights_row(W, lut, vmin, y, x0, x1, ws)
         wsum += rw
+        if nz:
+            tot += _dot(G[gr0 + y, gc0 + x0:gc0 + x1], ws, n)
     return tot, wsum
 
 
@@ -364,46 +460,82 @@ def normalise(tot, wsum, count, patch):
 
 
 @njit(cache=True, nogil=True)
-def score_window(G, gwin, r0, c0, W, band, patch):
-    """Score of the window at (r0, c0) with weights W (size, size, 3) (any (h, w, 3) if band = 0).
+def weighted_score(G, r0, c0, W, lut, vmin, patch):
+    """Score of G[r0:r0+h, c0:c0+w] with weights W (h, w, 3) ('frame' mode)."""
+    ws = np.empty(W.shape[1], np.float32)
+    tot, wsum = _weighted_sum(G, r0, c0, W, lut, vmin, 0, W.shape[0], 0, W.shape[1], ws)
+    return normalise(tot, wsum, W.size, patch)
 
-    band = 0: G from the frame everywhere ('frame' mode). band = R + 1: the band
-    of that width from ``gwin`` (from :func:`window_band`), the interior from the
-    frame's G.
+
+@njit(cache=True, nogil=True)
+def window_score(L, D, G, r0, c0, W, lut, vmin, patch, ref, g, row_width, width_slot, n_widths, kernel_sum,
+                 taylor, binom):
+    """Score of the window at (r0, c0) with its own borders ('exact' mode).
+
+    W : (size, size, 3) float32 weights (lut None) or uint8 LDR (see
+    :func:`_weights_row`). The interior takes the frame's G; each band block
+    with a nonzero weight is computed on the window alone.
     """
     s = W.shape[0]
-    count = W.size
-    if band == 0:
-        tot, wsum = _weighted_sum(G, r0, c0, W, 0, W.shape[0], 0, W.shape[1])
-        return normalise(tot, wsum, count, patch)
-    if whole_window(s, band - 1):
-        tot, wsum = _weighted_sum(gwin, 0, 0, W, 0, s, 0, s)
-        return normalise(tot, wsum, count, patch)
-    t1, w1 = _weighted_sum(gwin, 0, 0, W, 0, band, 0, s)
-    t2, w2 = _weighted_sum(gwin, 0, 0, W, s - band, s, 0, s)
-    t3, w3 = _weighted_sum(gwin, 0, 0, W, band, s - band, 0, band)
-    t4, w4 = _weighted_sum(gwin, 0, 0, W, band, s - band, s - band, s)
-    t5, w5 = _weighted_sum(G, r0, c0, W, band, s - band, band, s - band)
-    return normalise(t1 + t2 + t3 + t4 + t5, w1 + w2 + w3 + w4 + w5, count, patch)
+    R = g.shape[0] - 1
+    blocks = band_blocks(s, R)
+    e = min(s, max(_BLOCK, 2 * (R + 2)))
+    ws = np.empty(s, np.float32)
+    wbuf = np.empty((e, e), np.float32)
+    gbuf = np.empty((e, e), np.float32)
+    dbuf = np.empty((e + 2, e + 2), np.float32)
+    tot = 0.0
+    wsum = 0.0
+    if not whole_window(s, R):
+        b = R + 1
+        tot, wsum = _weighted_sum(G, r0, c0, W, lut, vmin, b, s - b, b, s - b, ws)
+    for k in range(blocks.shape[0]):
+        ya, yb, xa, xb = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3]
+        nz = False
+        for y in range(ya, yb):
+            rw, any_row = _weights_row(W, lut, vmin, y, xa, xb, wbuf[y - ya])
+            wsum += rw
+            nz = nz or any_row
+        if not nz:  # G does not count here
+            continue
+        block_gradient(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
+                       taylor, binom, dbuf, gbuf)
+        for y in range(ya, yb):
+            tot += _dot(gbuf[y - ya], wbuf[y - ya], xb - xa)
+    return normalise(tot, wsum, W.size, patch)
+
+
+@njit(cache=True, nogil=True)
+def window_gradient(L, D, G, r0, c0, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor, binom,
+                    out):
+    """The window's own G (size, size) float32 at (r0, c0): the frame's G, band recomputed."""
+    s = out.shape[0]
+    R = g.shape[0] - 1
+    for y in range(s):
+        out[y] = G[r0 + y, c0:c0 + s]
+    blocks = band_blocks(s, R)
+    e = min(s, max(_BLOCK, 2 * (R + 2)))
+    gbuf = np.empty((e, e), np.float32)
+    dbuf = np.empty((e + 2, e + 2), np.float32)
+    for k in range(blocks.shape[0]):
+        ya, yb, xa, xb = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3]
+        block_gradient(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
+                       taylor, binom, dbuf, gbuf)
+        out[ya:yb, xa:xb] = gbuf[:yb - ya, :xb - xa]
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def scores_parallel(L, D, G, corners, W, exact, patch, ref, g, row_width, width_slot, n_widths,
                     kernel_sum, taylor, binom, out):
-    """Scores of K windows (corners (K, 2), W (K, size, size, 3)) with Numba threads."""
-    s = W.shape[1]
-    band = g.shape[0] if exact else 0
+    """Scores of K windows (corners (K, 2), W (K, size, size, 3) float32) with Numba threads."""
     for k in prange(corners.shape[0]):
         r0 = corners[k, 0]
         c0 = corners[k, 1]
         if exact:
-            dwin = np.empty((s, s), np.float32)
-            gwin = np.empty((s, s), np.float32)
-            window_band(L, D, r0, c0, s, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor,
-                        binom, dwin, gwin)
+            out[k] = window_score(L, D, G, r0, c0, W[k], None, 0, patch, ref, g, row_width, width_slot,
+                                  n_widths, kernel_sum, taylor, binom)
         else:
-            gwin = np.empty((1, 1), np.float32)
-        out[k] = score_window(G, gwin, r0, c0, W[k], band, patch)
+            out[k] = weighted_score(G, r0, c0, W[k], None, 0, patch)
 
 
 @njit(cache=True, nogil=True)

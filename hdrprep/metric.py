@@ -33,6 +33,7 @@ and it applies to the calling thread only). With one thread the kernels run
 serially without starting Numba's thread pool.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -100,6 +101,17 @@ def _taylor_order(c: float, log_range: float, sigma_color: float) -> int:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _weight_table(alpha: float) -> tuple[np.ndarray, int]:
+    """1 - M of every uint8 code (256,) float32 (exactly as 1 - camera.soft_mask), and its first nonzero code."""
+    from hdrprep import camera
+
+    lut = np.float32(1) - camera.soft_mask(np.arange(256, dtype=np.uint8), alpha)
+    lut.setflags(write=False)
+    nonzero = np.flatnonzero(lut)
+    return lut, int(nonzero[0]) if nonzero.size else 256
+
+
 class FrameMetric:
     """Scores of candidate windows of one HDR frame (Santos et al. 2020, Algorithm 1).
 
@@ -141,8 +153,11 @@ class FrameMetric:
         self.config = cfg
         self.size = size
         self.shape = hdr.shape[:2]
-        L = np.empty(self.shape, np.float32)
-        k.log_luminance(hdr, L)
+        import cv2
+
+        # OpenCV's own RGB2GRAY, as the oracle uses it; numpy's vectorised log
+        with np.errstate(invalid="ignore", divide="ignore"):  # reported below, with the fix
+            L = np.log(cv2.cvtColor(hdr, cv2.COLOR_RGB2GRAY) + np.float32(1))
         lo, hi = float(L.min()), float(L.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(
@@ -177,9 +192,7 @@ class FrameMetric:
             for x0 in range(0, self.shape[1], _TILE):
                 k.frame_detail_tile(L, x0, min(self.shape[1], x0 + _TILE), self._ref, *self._params,
                                     self._D)
-            k.sobel_abs(self._D, 0, self.shape[0], 0, self.shape[1], self._G)
-        self._dwin = np.empty((size, size), np.float32)
-        self._gwin = np.empty((size, size), np.float32)
+            k.sobel_abs(self._D, 0, self.shape[0], self._G)
 
     def _corner(self, row, col) -> tuple[int, int]:
         r, c = int(row), int(col)
@@ -198,11 +211,6 @@ class FrameMetric:
             raise ValueError(f"weights (1 - M) must have shape {('K',) * batch + want}, got {weights.shape}")
         return np.ascontiguousarray(weights, dtype=np.float32)
 
-    def _band(self, r: int, c: int) -> None:
-        """Fill the band of ``self._gwin`` for the window at (r, c) (exact mode)."""
-        _kernels().window_band(self._L, self._D, r, c, self.size, self._ref, *self._params,
-                               self._dwin, self._gwin)
-
     def gradient(self, row: int, col: int) -> np.ndarray:
         """G = |Sobel_x D| + |Sobel_y D| of the window at (row, col): (size, size) float32, >= 0.
 
@@ -210,27 +218,44 @@ class FrameMetric:
         oracle does); in 'frame' mode it is a crop of the frame's G.
         """
         r, c = self._corner(row, col)
-        out = self._G[r:r + self.size, c:c + self.size].copy()
-        if self.config.mode == "exact":
-            self._band(r, c)
-            s, b = self.size, self.radius + 1
-            if _kernels().whole_window(s, self.radius):
-                out[:] = self._gwin
-            else:
-                for sl in (np.s_[:b, :], np.s_[s - b:, :], np.s_[:, :b], np.s_[:, s - b:]):
-                    out[sl] = self._gwin[sl]
+        if self.config.mode == "frame":
+            return self._G[r:r + self.size, c:c + self.size].copy()
+        out = np.empty((self.size, self.size), np.float32)
+        _kernels().window_gradient(self._L, self._D, self._G, r, c, self._ref, *self._params, out)
         return out
+
+    def _score(self, r: int, c: int, weights, lut, vmin: int) -> float:
+        k = _kernels()
+        patch = self.config.normalisation == "patch"
+        if self.config.mode == "frame":
+            return float(k.weighted_score(self._G, r, c, weights, lut, vmin, patch))
+        return float(k.window_score(self._L, self._D, self._G, r, c, weights, lut, vmin, patch, self._ref,
+                                    *self._params))
 
     def score(self, row: int, col: int, weights) -> float:
         """Score of one window; ``weights`` = 1 - M, (size, size, 3) float32 in [0, 1]."""
         r, c = self._corner(row, col)
-        weights = self._weights(weights, batch=False)
-        band = 0
-        if self.config.mode == "exact":
-            self._band(r, c)
-            band = self.radius + 1
-        return float(_kernels().score_window(self._G, self._gwin, r, c, weights, band,
-                                             self.config.normalisation == "patch"))
+        return self._score(r, c, self._weights(weights, batch=False), None, 0)
+
+    def score_ldr(self, row: int, col: int, ldr, alpha: float) -> float:
+        """Score of one window from its LDR; equal to ``score(row, col, 1 - soft_mask(ldr, alpha))``.
+
+        Parameters
+        ----------
+        ldr : ndarray, (size, size, 3), uint8
+            The candidate's final LDR window.
+        alpha : float
+            Soft-mask threshold in (0, 1) (:func:`hdrprep.camera.soft_mask`).
+
+        Reads a third of the memory that float32 weights take, and skips rows
+        without a channel above the threshold.
+        """
+        r, c = self._corner(row, col)
+        ldr = np.asarray(ldr)
+        if ldr.shape != (self.size, self.size, 3) or ldr.dtype != np.uint8:
+            raise ValueError(f"ldr must be uint8 of shape {(self.size, self.size, 3)}, got {ldr.dtype} {ldr.shape}")
+        lut, vmin = _weight_table(alpha)
+        return self._score(r, c, np.ascontiguousarray(ldr), lut, vmin)
 
     def scores(self, corners, weights) -> np.ndarray:
         """Scores of K windows: corners (K, 2) int (row, col), weights (K, size, size, 3).
@@ -251,7 +276,7 @@ class FrameMetric:
                                        self.config.mode == "exact", self.config.normalisation == "patch",
                                        self._ref, *self._params, out)
             return out
-        return np.array([self.score(r, c, w) for (r, c), w in zip(checked.tolist(), weights)])
+        return np.array([self._score(r, c, w, None, 0) for (r, c), w in zip(checked.tolist(), weights)])
 
 
 def score_from_gradient(gradient, weights, normalisation: str = "saturated") -> float:
@@ -266,7 +291,7 @@ def score_from_gradient(gradient, weights, normalisation: str = "saturated") -> 
     W = np.ascontiguousarray(weights, dtype=np.float32)
     if G.ndim != 2 or W.shape != G.shape + (3,):
         raise ValueError(f"gradient (h, w) and weights (h, w, 3) do not match: {G.shape}, {W.shape}")
-    return float(_kernels().score_window(G, G, 0, 0, W, 0, normalisation == "patch"))
+    return float(_kernels().weighted_score(G, 0, 0, W, None, 0, normalisation == "patch"))
 
 
 def saturated_fraction(mask) -> float:
