@@ -86,6 +86,7 @@ def test_following_the_fix_repairs_a_damaged_shard(copy, frames, sound):
     path = _shard_file(copy, "ldr", 1)
     path.write_bytes(path.read_bytes()[:100])
     (problem,) = verify(copy)
+    assert problem.where.startswith("shard 1") and "000001.json" in problem.fix
     (copy / store.WORK_DIR / "shards" / "000001.json").unlink()  # as the fix says
     report = build.build(frames, copy, SMOKE, scheduler="synchronous", progress=False)
     assert report["tasks"] == {"frames_scored": 0, "shards_written": 1}
