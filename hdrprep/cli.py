@@ -71,8 +71,8 @@ def build(src, out, preset, workers, scheduler, cluster_spec, manifest, overwrit
     from hdrprep.config import load_preset
 
     try:
-        if workers and scheduler and scheduler not in ("threads",):
-            raise click.UsageError("--workers sizes a local cluster; it cannot be used with --scheduler ADDRESS")
+        if workers and scheduler and scheduler != "threads":
+            raise click.UsageError(f"--workers sizes a local cluster; it cannot be used with --scheduler {scheduler}")
         if cluster_spec and (scheduler or workers):
             raise click.UsageError("--cluster starts its own workers; drop --scheduler/--workers")
         config = load_preset(preset).override(**{
@@ -301,3 +301,20 @@ def render(store_path, k, src, out):
         click.echo(f"pair {k}: the re-rendered pair DIFFERS from the stored one{where}", err=True)
         sys.exit(1)
     click.echo(f"pair {k}: re-rendered from its index row, bit-identical to the stored pair{where}")
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(path_type=Path))
+@click.option("--no-checksums", is_flag=True, help="Check the structure only; do not read every pair.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify(store_path, no_checksums, quiet):
+    """Check a store: format, completeness, shapes, index and every pair's checksum (exit 1 if wrong)."""
+    from hdrprep.verify import verify as verify_fn
+
+    problems = verify_fn(store_path, checksums=not no_checksums, progress=not quiet)
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        click.echo(f"{store_path}: {len(problems)} problem(s)", err=True)
+        sys.exit(1)
+    click.echo(f"{store_path}: ok" + (" (structure only)" if no_checksums else ""))
