@@ -171,8 +171,13 @@ def _rows_digest(rows: list[dict]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict], config_dict: dict) -> dict:
+def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict], config_dict: dict,
+                     sha256: dict[str, str]) -> dict:
     """Stage 3 task: re-render the pairs of one shard and write it whole.
+
+    ``sha256`` maps each source of the shard to the checksum it had when it was
+    scored; a frame that changed since is refused, so no pair is rendered from
+    other pixels than its score was computed on.
 
     Returns the shard's done-record (pair range, digest of its rows, per-pair
     checksums and clamp counts).
@@ -191,7 +196,11 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
     for i, row in enumerate(rows):
         if row["source"] != frame_key:
             frame_key = row["source"]
-            frame, _ = io.read_frame(Path(src) / frame_key, ingest=config.ingest, min_size=size)
+            path = Path(src) / frame_key
+            if _file_sha256(path)[1] != sha256[frame_key]:
+                raise StoreError(f"{path} changed since it was scored (sha256 differs); its pairs would not "
+                                 f"match their scores. Restore the file, or rebuild with --overwrite")
+            frame, _ = io.read_frame(path, ingest=config.ingest, min_size=size)
         params = camera.CameraParams.from_dict({k: row[k] for k in param_fields})
         ldr[i], target = pairs.render_pair(frame, row["row"], row["col"], size, params, config, curves)
         hdr[i], n_over = store.to_half(target)
@@ -441,6 +450,7 @@ def _run(src: Path, out: Path, work: Path, config: Config, keys, bad_entries, wo
         # stage 3: render and write, one task per shard not written yet
         t0 = time.perf_counter()
         rows = kept.to_pylist() if n else []
+        sha256 = {r["source"]: r.get("sha256") for r in records}
         shard_args, done = [], {}
         for s, start in enumerate(range(0, n, per)):
             marker = work / "shards" / f"{s:06d}.json"
@@ -449,7 +459,9 @@ def _run(src: Path, out: Path, work: Path, config: Config, keys, bad_entries, wo
                 if rec.get("rows") == _rows_digest(rows[start:start + per]):
                     done[s] = rec
                     continue
-            shard_args.append((str(src), str(out), s, start, rows[start:start + per], cfg))
+            shard_rows = rows[start:start + per]
+            shard_args.append((str(src), str(out), s, start, shard_rows, cfg,
+                               {r["source"]: sha256[r["source"]] for r in shard_rows}))
         for rec in _progress(ex.map(write_shard_task, shard_args), len(shard_args), "write shards", progress):
             done[rec["shard"]] = rec
         timings["write_s"] = time.perf_counter() - t0

@@ -243,3 +243,19 @@ def test_index_score_is_algorithm_1_on_the_stored_pair(reference):
         expected = oracle_score(oracle_gradient(hdr), weights, SMOKE.metric.normalisation)
         # float16 storage of the HDR changes log(I + 1) by < 5e-4 relative
         assert row["score"] == pytest.approx(expected, rel=2e-3), row["pair"]
+
+
+def test_a_frame_changed_after_scoring_is_refused(frames, reference, tmp_path):
+    """Stage 3 re-reads frames: one edited since stage 1 must not give pairs that disagree with their scores."""
+    from hdrprep import synth
+    from hdrprep.errors import StoreError
+
+    src = tmp_path / "src"
+    shutil.copytree(frames, src)
+    out = tmp_path / "s.zarr"
+    shutil.copytree(reference[0], out)
+    for marker in (out / store.WORK_DIR / "shards").glob("*.json"):
+        marker.unlink()  # stage 3 must run again
+    synth.write_frames(src, n=1, seed=99, height=256, width=384)  # overwrites synth_000.exr
+    with pytest.raises(StoreError, match="changed since it was scored"):
+        _build(src, out)
