@@ -43,3 +43,24 @@ def real_frames() -> list[Path]:
     if not HDR_DIR.is_dir():
         return []
     return sorted(p for p in HDR_DIR.iterdir() if p.suffix.lower() in (".exr", ".hdr"))
+
+
+@pytest.fixture(scope="session")
+def smoke_frames(tmp_path_factory) -> Path:
+    """Two generated 256x384 frames (``synth_000.exr``, ``synth_001.exr``) for small builds."""
+    from hdrprep import synth
+
+    root = tmp_path_factory.mktemp("smoke-frames")
+    synth.write_frames(root, n=2, height=256, width=384)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_store(smoke_frames, tmp_path_factory) -> Path:
+    """A store built from ``smoke_frames`` with the smoke preset. Read-only: copy it before changing it."""
+    from hdrprep import build
+    from hdrprep.config import load_preset
+
+    out = tmp_path_factory.mktemp("smoke-store") / "s.zarr"
+    build.build(smoke_frames, out, load_preset("smoke"), scheduler="synchronous", progress=False)
+    return out

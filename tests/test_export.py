@@ -15,7 +15,7 @@ import pytest
 import zarr
 from PIL import Image
 
-from hdrprep import build, export, store
+from hdrprep import export, store
 from hdrprep.config import load_preset
 from hdrprep.errors import ConfigError, StoreError
 
@@ -27,19 +27,13 @@ JPEG_MAX_ERROR = 6
 
 
 @pytest.fixture(scope="module")
-def frames(tmp_path_factory) -> Path:
-    from hdrprep import synth
-
-    root = tmp_path_factory.mktemp("frames")
-    synth.write_frames(root, n=2, height=256, width=384)
-    return root
+def frames(smoke_frames) -> Path:
+    return smoke_frames
 
 
 @pytest.fixture(scope="module")
-def built(frames, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("store") / "s.zarr"
-    build.build(frames, out, SMOKE, scheduler="synchronous", progress=False)
-    return out
+def built(smoke_store) -> Path:
+    return smoke_store
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from hdrprep import build, preview, store
+from hdrprep import preview, store
 from hdrprep.config import load_preset
 from hdrprep.errors import ConfigError, HdrprepError
 
@@ -21,19 +21,13 @@ THUMB = 64
 
 
 @pytest.fixture(scope="module")
-def frames(tmp_path_factory) -> Path:
-    from hdrprep import synth
-
-    root = tmp_path_factory.mktemp("frames")
-    synth.write_frames(root, n=2, height=256, width=384)
-    return root
+def frames(smoke_frames) -> Path:
+    return smoke_frames
 
 
 @pytest.fixture(scope="module")
-def built(frames, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("store") / "s.zarr"
-    build.build(frames, out, SMOKE, scheduler="synchronous", progress=False)
-    return out
+def built(smoke_store) -> Path:
+    return smoke_store
 
 
 def _read(path: Path) -> np.ndarray:
