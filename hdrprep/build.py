@@ -534,7 +534,8 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
     raw = n * config.sampling.patch_size ** 2 * 3 * (1 + 2)
     wall = time.perf_counter() - t_start
     report = dict(counts=counts, skipped=[{k: r.get(k) for k in ("source", "reason", "detail")} for r in skipped],
-                  timings=dict(timings, total_s=wall), tasks=dict(frames_scored=len(scored), shards_written=len(written)),
+                  timings=dict(timings, total_s=wall),
+                  tasks=dict(frames_scored=len(scored), shards_written=len(written)),
                   bytes=dict(stored=stored, raw=raw, ratio=raw / stored if stored else None,
                              per_pair=stored / n if n else None),
                   throughput=dict(candidates_per_s=counts["candidates"] / timings["score_s"] if scored else None,

@@ -46,9 +46,12 @@ def _summary(report: dict) -> str:
 
 
 @main.command()
-@click.option("--src", required=True, type=click.Path(path_type=Path), help="Folder of HDR frames (.exr, .hdr), searched recursively.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Store to create or resume (a Zarr folder).")
-@click.option("--preset", default="santos2020", show_default=True, help="Preset name (pipelines/NAME.yaml) or YAML path.")
+@click.option("--src", required=True, type=click.Path(path_type=Path),
+              help="Folder of HDR frames (.exr, .hdr), searched recursively.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Store to create or resume (a Zarr folder).")
+@click.option("--preset", default="santos2020", show_default=True,
+              help="Preset name (pipelines/NAME.yaml) or YAML path.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local worker processes [default: one per core].")
 @click.option("--scheduler", help="tcp://host:port of a running dask scheduler, 'threads', or 'synchronous'.")
 @click.option("--cluster", "cluster_spec", type=click.Path(exists=True, dir_okay=False, path_type=Path),

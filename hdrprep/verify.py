@@ -147,7 +147,8 @@ def _check_index(index, n: int, per: int, problems: list[Problem]) -> bool:
         return False
     if index.num_rows != n:
         problems.append(Problem(store.INDEX_NAME, f"{index.num_rows} rows but the arrays hold {n} pairs: "
-                                f"the index does not belong to these arrays (stale?)", f"{_RERUN}: it rewrites the index"))
+                                "the index does not belong to these arrays (stale?)",
+                                f"{_RERUN}: it rewrites the index"))
         return False
     pair = index["pair"].to_numpy()
     ok = True

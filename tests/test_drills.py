@@ -183,7 +183,9 @@ def test_bad_input_is_reported_and_good_pairs_are_unchanged(frames, reference, e
     good = {p.relative_to(frames).as_posix() for p in frames.rglob("*.exr")}
     ref_index = pq.read_table(reference / store.INDEX_NAME).to_pylist()
     index = [r for r in pq.read_table(out / store.INDEX_NAME).to_pylist() if r["source"] in good]
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("pair", "shard")}
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in ("pair", "shard")}
+
     assert [strip(r) for r in index] == [strip(r) for r in ref_index]
     g, ref = zarr.open_group(str(out), mode="r"), zarr.open_group(str(reference), mode="r")
     pairs = [r["pair"] for r in index]

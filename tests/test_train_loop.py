@@ -49,7 +49,8 @@ def test_resume_continues_exactly(store, tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["scheduler"] == b["scheduler"] and a["best_val"] == b["best_val"]
-    assert [r["loss"] for r in read_log(tmp_path / "a", "train")] == [r["loss"] for r in read_log(tmp_path / "b", "train")]
+    losses = [[r["loss"] for r in read_log(tmp_path / run, "train")] for run in ("a", "b")]
+    assert losses[0] == losses[1]
     assert whole["val_loss"] == resumed["val_loss"]
 
 

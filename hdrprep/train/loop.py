@@ -157,7 +157,8 @@ def _resolve_config(options: dict, ckpt: dict | None) -> TrainConfig:
     saved = dict(ckpt["config"])
     clash = sorted(k for k, v in given.items() if k not in RUNTIME_OPTIONS and saved.get(k) != v)
     if clash:
-        raise ConfigError(f"--resume: option(s) {', '.join(f'{k}={given[k]!r} (checkpoint: {saved.get(k)!r})' for k in clash)}"
+        clashes = ', '.join(f'{k}={given[k]!r} (checkpoint: {saved.get(k)!r})' for k in clash)
+        raise ConfigError(f"--resume: option(s) {clashes}"
                           f" differ from the run being resumed; only {', '.join(sorted(RUNTIME_OPTIONS))} may change")
     saved.update({k: v for k, v in given.items() if k in RUNTIME_OPTIONS})
     return TrainConfig(**saved)
