@@ -7,7 +7,8 @@ images where that is absent) with each step switched on alone and with the full
 camera, prints the median time per patch and the step's share of the full
 camera, next to the numpy/OpenCV reference implementation of the same steps
 (``numpy_reference_render`` in tests/test_camera.py, the code the Numba kernel
-replaced) and the speed-up, and writes a plot of sampled camera curves to
+replaced; its noise rows use the new generator, the old ``Generator.standard_normal``
+draw is timed on its own in the last row) and the speed-up, and writes a plot of sampled camera curves to
 PLOT.png (default /tmp/curves.png).
 """
 
@@ -23,7 +24,8 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hdrprep.camera import apply_curve, exposure_for, render, sample_params, soft_mask  # noqa: E402
+from hdrprep.camera import (apply_curve, exposure_for, render, sample_params, soft_mask,  # noqa: E402
+                            standard_normal)
 from hdrprep.config import CameraConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -124,6 +126,10 @@ def main(argv=None):
     fns = {"exposure_for (window)": lambda it: exposure_for(it[0], it[1].clip_quantile)}
     fns.update({name: run(**kw) for name, kw in steps.items()})
     fns.update({f"ref {name}": run(numpy_reference_render, **kw) for name, kw in steps.items()})
+    # the draw the old numpy camera made (the reference above uses the new generator)
+    fns["Generator.standard_normal"] = lambda it: np.random.default_rng(it[1].noise_seed).standard_normal(
+        it[0].shape, dtype=np.float32)
+    fns["camera.standard_normal"] = lambda it: standard_normal(it[0].size, it[1].noise_seed)
     ms = interleaved_ms(fns, items)
     ldrs = [render(w, p, full)[0] for w, p in items]
     mask_ms = interleaved_ms({"soft_mask": lambda ldr: soft_mask(ldr, full.mask_alpha)}, ldrs)["soft_mask"]
@@ -134,6 +140,7 @@ def main(argv=None):
              for step in ("noise", "color_jitter", "jpeg")]
     rows.append(("full camera", t_full, None, ms["ref full"]))
     rows.append(("soft_mask (separate)", mask_ms, None, None))
+    rows.append(("noise draw alone", ms["camera.standard_normal"], None, ms["Generator.standard_normal"]))
 
     print(f"virtual camera, {SIZE}x{SIZE} patches, median over {len(items)}, cv2 threads 1, "
           f"numpy {np.__version__}, opencv {cv2.__version__}")
