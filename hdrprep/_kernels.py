@@ -491,18 +491,40 @@ def window_score(L, D, G, r0, c0, W, lut, vmin, patch, ref, g, row_width, width_
         tot, wsum = _weighted_sum(G, r0, c0, W, lut, vmin, b, s - b, b, s - b, ws)
     for k in range(blocks.shape[0]):
         ya, yb, xa, xb = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3]
-        nz = False
+        # G counts only in the bounding box [by0, by1) x [bx0, bx1) of the nonzero weights
+        by0, by1, bx0, bx1 = yb, ya, xb, xa
         for y in range(ya, yb):
-            rw, any_row = _weights_row(W, lut, vmin, y, xa, xb, wbuf[y - ya])
+            row = wbuf[y - ya]
+            rw, any_row = _weights_row(W, lut, vmin, y, xa, xb, row)
             wsum += rw
-            nz = nz or any_row
-        if not nz:  # G does not count here
+            if any_row:
+                first, last = _nonzero_span(row, xb - xa)
+                if first < last:
+                    by0 = min(by0, y)
+                    by1 = y + 1
+                    bx0 = min(bx0, xa + first)
+                    bx1 = max(bx1, xa + last)
+        if by0 >= by1:
             continue
-        block_gradient(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
-                       taylor, binom, dbuf, gbuf)
-        for y in range(ya, yb):
-            tot += _dot(gbuf[y - ya], wbuf[y - ya], xb - xa)
+        block_gradient(L, D, r0, c0, s, by0, by1, bx0, bx1, ref, g, row_width, width_slot, n_widths,
+                       kernel_sum, taylor, binom, dbuf, gbuf)
+        for y in range(by0, by1):
+            tot += _dot(gbuf[y - by0], wbuf[y - ya, bx0 - xa:], bx1 - bx0)
     return normalise(tot, wsum, W.size, patch)
+
+
+@njit(cache=True, nogil=True)
+def _nonzero_span(row, n):
+    """[first, last + 1) of the entries of row[:n] that are not 0 (NaN counts); (n, n) if none."""
+    first = 0
+    while first < n and row[first] == 0:
+        first += 1
+    if first == n:
+        return n, n
+    last = n
+    while row[last - 1] == 0:
+        last -= 1
+    return first, last
 
 
 @njit(cache=True, nogil=True)
