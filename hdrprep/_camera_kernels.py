@@ -145,14 +145,18 @@ def _level(x, thresholds, start):
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _jitter(r, g, b, hue6, sat):
-    """Hue shift (sextants, in [0, 6)) and saturation shift of one RGB value, HSV on sqrt, V kept.
+    """Hue shift (sextants, in [0, 6)) and saturation shift of one RGB value, at constant gray.
 
-    Selects instead of branches (which channel is the maximum is a coin toss
+    The shift is Eilertsen's (HSV on sqrt of the value, V kept); the result is
+    then scaled so that its gray 0.299 R + 0.587 G + 0.114 B (the patch metric's)
+    equals the input's, so the colour jitter leaves the metric's log luminance,
+    and thus the detail layer, unchanged. Selects instead of branches (which channel is the maximum is a coin toss
     per pixel; mispredicted branches cost more than the arithmetic).
     """
     zero = np.float32(0.0)
     one = np.float32(1.0)
     six = np.float32(6.0)
+    gray_in = np.float32(0.299) * r + np.float32(0.587) * g + np.float32(0.114) * b
     r = np.sqrt(r)
     g = np.sqrt(g)
     b = np.sqrt(b)
@@ -176,7 +180,12 @@ def _jitter(r, g, b, hue6, sat):
     out_r = _hsv_channel(np.float32(5.0), h, v, vs)
     out_g = _hsv_channel(np.float32(3.0), h, v, vs)
     out_b = _hsv_channel(np.float32(1.0), h, v, vs)
-    return out_r * out_r, out_g * out_g, out_b * out_b
+    out_r = out_r * out_r
+    out_g = out_g * out_g
+    out_b = out_b * out_b
+    gray_out = np.float32(0.299) * out_r + np.float32(0.587) * out_g + np.float32(0.114) * out_b
+    k = gray_in / gray_out if gray_out > zero else one  # V > 0 keeps gray_out > 0 unless black
+    return out_r * k, out_g * k, out_b * k
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")

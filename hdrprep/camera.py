@@ -14,8 +14,13 @@ Order of the steps in :func:`render` (Eilertsen's order, except where noted)
    so that a fraction ``clip_quantile`` of the channel values stays <= 1.
 2. colour jitter: hue + N(0, hue_std_deg) degrees and saturation + N(0, sat_std)
    in HSV (OpenCV's float formulas, without the 1e-7 it adds to V when dividing),
-   computed on ``sqrt(x)`` and squared back, as Eilertsen does; V (the channel maximum) is preserved, saturation is clipped to [0, 1]
-   (Eilertsen leaves it unclipped and then clamps negative channels to 1e-5).
+   computed on ``sqrt(x)`` and squared back, as Eilertsen does; saturation is
+   clipped to [0, 1] (Eilertsen leaves it unclipped and then clamps negative
+   channels to 1e-5). Deviation: each pixel is then scaled so that its gray
+   0.299 R + 0.587 G + 0.114 B is unchanged (Eilertsen keeps V, the channel
+   maximum). The jitter changes colour, not luminance, so the patch metric's
+   detail layer is the same for every candidate of a frame and the score can be
+   computed once per frame, exactly, on the stored target.
    The result is the **HDR target**: linear, camera scale (1.0 = clipping
    point), not clipped.
 3. noise: Gaussian, ``sigma ~ U(0, noise_sigma_max)``, added in the linear

@@ -13,8 +13,9 @@ parameters do not depend on how many other candidates were drawn.
 Score of a candidate: Santos Algorithm 1 on the stored pair itself, H = the
 HDR target (exposure times the window, after the colour jitter) and M = the soft
 mask of the final LDR (after noise, jitter and JPEG), so anyone can recompute it
-from the store. Where the target is exposure times the frame (no jitter,
-exposure per frame) D and G are computed once per frame.
+from the store. The camera's colour jitter keeps each pixel's gray, so with one
+exposure per frame gray(H) is exposure times the frame's gray for every
+candidate, and D and G are computed once per frame.
 """
 
 from __future__ import annotations
@@ -142,13 +143,13 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
         weights = 1.0 - mask
         if not weights.any():
             score = 0.0  # no saturated pixel: both normalisations give 0
-        elif config.camera.exposure_mode == "frame" and p.hue_shift == 0 and p.sat_shift == 0:
-            # the target is exposure * frame: D and G once per frame, windows only fix their borders
+        elif config.camera.exposure_mode == "frame":
+            # the target's gray is exposure * gray(frame) (the jitter keeps gray): D and G once
+            # per frame, windows only fix their borders
             if scorer is None:
                 scorer = metric.FrameMetric(frame * np.float32(p.exposure), size, config.metric)
             score = scorer.score(r, c, weights)
         else:
-            # colour jitter (or a per-window exposure) makes each target its own image
             score = metric.FrameMetric(target, size, config.metric).score(0, 0, weights)
         row = dict(source=key, candidate=j, row=r, col=c, size=size, score=float(score),
                    saturated_fraction=float(metric.saturated_fraction(mask)), seed=config.seed)

@@ -343,13 +343,19 @@ def test_render_without_random_steps_is_the_plain_camera(curve, windows):
         np.testing.assert_array_equal(ldr, _reference_ldr(hdr, p))
 
 
+GRAY = np.array([0.299, 0.587, 0.114])
+
+
 def _reference_jitter(target, hue, sat):
-    """HSV shift in the sqrt domain, pixel by pixel with colorsys (hue in turns)."""
+    """HSV shift in the sqrt domain, pixel by pixel with colorsys (hue in turns), then rescaled to the input's gray."""
     out = np.empty(target.shape, np.float64)
     for idx in np.ndindex(target.shape[:2]):
-        h, s, v = colorsys.rgb_to_hsv(*np.sqrt(target[idx].astype(np.float64)))
-        out[idx] = colorsys.hsv_to_rgb((h + hue / 360) % 1, min(max(s + sat, 0), 1), v)
-    return out ** 2
+        rgb = target[idx].astype(np.float64)
+        h, s, v = colorsys.rgb_to_hsv(*np.sqrt(rgb))
+        shifted = np.square(colorsys.hsv_to_rgb((h + hue / 360) % 1, min(max(s + sat, 0), 1), v))
+        gray = GRAY @ shifted
+        out[idx] = shifted * (GRAY @ rgb / gray if gray > 0 else 1.0)
+    return out
 
 
 @pytest.mark.parametrize("hue,sat", [(7.0, 0.1), (-10.0, 0.05), (-200.0, -0.3), (365.0, 0.8)])
@@ -361,8 +367,8 @@ def test_colour_jitter_matches_the_hsv_reference(hue, sat, windows):
     ldr, target = render(hdr, p, cfg)
     ref = _reference_jitter(hdr * np.float32(p.exposure), hue, sat)
     np.testing.assert_allclose(target, ref, rtol=1e-4, atol=1e-6)
-    # the value (channel max) is preserved
-    np.testing.assert_allclose(target.max(axis=2), (hdr * np.float32(p.exposure)).max(axis=2), rtol=1e-5)
+    # the gray the patch metric sees is preserved
+    np.testing.assert_allclose(target @ GRAY, (hdr * np.float32(p.exposure)) @ GRAY, rtol=1e-5)
     np.testing.assert_array_less(np.abs(ldr - _reference_ldr(ref, dataclasses.replace(p, exposure=1.0))), 1.01)
 
 
@@ -492,7 +498,7 @@ def numpy_reference_render(hdr, p, cfg, curves=None):
     """The slow, obviously correct camera: the numpy/OpenCV implementation the Numba kernel replaced.
 
     Same steps in the same order (module docstring of hdrprep.camera): float32
-    exposure, colour jitter through OpenCV's float HSV, the seeded noise of
+    exposure, colour jitter through OpenCV's float HSV at constant gray, the seeded noise of
     ``standard_normal``, clip, ``apply_curve`` in float32, round, OpenCV JPEG.
     """
     target = np.multiply(hdr, np.float32(p.exposure), dtype=np.float32)
@@ -501,7 +507,10 @@ def numpy_reference_render(hdr, p, cfg, curves=None):
         hsv = cv2.cvtColor(target, cv2.COLOR_RGB2HSV)
         hsv[..., 0] += np.float32(p.hue_shift % 360.0)
         hsv[..., 1] = np.clip(hsv[..., 1] + np.float32(p.sat_shift), 0, 1)
-        target = np.square(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+        shifted = np.square(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+        gray_in = target**2 @ GRAY.astype(np.float32)
+        gray_out = shifted @ GRAY.astype(np.float32)
+        target = shifted * np.where(gray_out > 0, gray_in / np.where(gray_out > 0, gray_out, 1), 1)[..., None]
     x = target.copy()
     if cfg.noise and p.noise_sigma > 0:
         x += np.float32(p.noise_sigma) * standard_normal(hdr.size, p.noise_seed).reshape(hdr.shape)
