@@ -171,6 +171,22 @@ def _rows_digest(rows: list[dict]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:32]
 
 
+_last_frame: dict = {}
+
+
+def _read_frame_cached(path: Path, sha256: str, ingest, min_size: int) -> np.ndarray:
+    """Decode a frame, keeping the last one per worker process: consecutive shards share frames."""
+    from hdrprep import io
+
+    key = (str(path), sha256, ingest, min_size)
+    frame = _last_frame.get(key)
+    if frame is None:
+        frame, _ = io.read_frame(path, ingest=ingest, min_size=min_size)
+        _last_frame.clear()
+        _last_frame[key] = frame
+    return frame
+
+
 def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict], config_dict: dict,
                      sha256: dict[str, str]) -> dict:
     """Stage 3 task: re-render the pairs of one shard and write it whole.
@@ -182,7 +198,7 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
     Returns the shard's done-record (pair range, digest of its rows, per-pair
     checksums and clamp counts).
     """
-    from hdrprep import camera, io, pairs
+    from hdrprep import camera, pairs
 
     _cap_threads()
     config = Config.from_dict(config_dict)
@@ -200,7 +216,7 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
             if _file_sha256(path)[1] != sha256[frame_key]:
                 raise StoreError(f"{path} changed since it was scored (sha256 differs); its pairs would not "
                                  f"match their scores. Restore the file, or rebuild with --overwrite")
-            frame, _ = io.read_frame(path, ingest=config.ingest, min_size=size)
+            frame = _read_frame_cached(path, sha256[frame_key], config.ingest, size)
         params = camera.CameraParams.from_dict({k: row[k] for k in param_fields})
         ldr[i], target = pairs.render_pair(frame, row["row"], row["col"], size, params, config, curves)
         hdr[i], n_over = store.to_half(target)

