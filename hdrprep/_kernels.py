@@ -29,7 +29,7 @@ from numba import njit, prange
 _FMA = {"contract"}
 # Reassociation lets LLVM vectorise the score sums; nnan/ninf stay off.
 _SUM_MATH = {"reassoc", "contract"}
-_BLOCK = 128  # band block length along the window edge
+_BLOCK = 64  # band block length along the window edge
 _CHUNK = 32  # LDR pixels checked for saturation at once
 
 
@@ -266,32 +266,55 @@ def _sobel_row(rm, rc, rp, w, x0, x1, off, out):
 
 
 @njit(cache=True, nogil=True)
-def sobel_abs(D, y0, y1, G):
-    """G = |Sobel_x D| + |Sobel_y D| (ksize 3, REFLECT_101) on rows [y0, y1)."""
-    h, w = D.shape
+def _tile(F, ty, tx):
+    """The frame's D and G on tile (ty, tx); D of its 1-pixel ring goes to scratch only.
+
+    Each D value in the frame is written by the one tile that holds it, so the
+    result does not depend on the order in which tiles are computed.
+    """
+    L, D, G, state, T, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor, binom = F
+    h, w = L.shape
+    y0, x0 = ty * T, tx * T
+    y1, x1 = min(h, y0 + T), min(w, x0 + T)
+    ya, yb, xa, xb = max(0, y0 - 1), min(h, y1 + 1), max(0, x0 - 1), min(w, x1 + 1)
+    buf = np.empty((yb - ya, xb - xa), np.float32)
+    detail_block(L, 0, 0, h, w, ya, yb, xa, xb, False, ref, g, row_width, width_slot, n_widths, kernel_sum,
+                 taylor, binom, buf, 0, 0)
     for y in range(y0, y1):
-        _sobel_row(D[_reflect(y - 1, h)], D[y], D[_reflect(y + 1, h)], w, 0, w, 0, G[y])
+        D[y, x0:x1] = buf[y - ya, x0 - xa:x1 - xa]
+        _sobel_row(buf[_reflect(y - 1, h) - ya], buf[y - ya], buf[_reflect(y + 1, h) - ya], w, x0, x1, xa,
+                   G[y, x0:x1])
 
 
 @njit(cache=True, nogil=True)
-def frame_detail_tile(L, x0, x1, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor, binom, D):
-    """D of the frame's columns [x0, x1) (all rows), written to ``D[:, x0:x1]``."""
-    h, w = L.shape
-    detail_block(L, 0, 0, h, w, 0, h, x0, x1, False, ref, g, row_width, width_slot, n_widths,
-                 kernel_sum, taylor, binom, D, 0, x0)
+def ensure(F, y0, y1, x0, x1):
+    """Make the frame's D and G valid on rows [y0, y1), columns [x0, x1) (tiles computed on first use).
+
+    F = (L, D, G, state, T, ref, g, row_width, width_slot, n_widths,
+    kernel_sum, taylor, binom): the frame's log luminance L (h, w) float32, its
+    D and G (h, w) float32, valid on the T x T tiles (ty, tx) with
+    state[ty, tx] = 1, and the filter parameters of :func:`detail_block`.
+    """
+    state = F[3]
+    T = F[4]
+    if y0 >= y1 or x0 >= x1:
+        return
+    for ty in range(y0 // T, (y1 - 1) // T + 1):
+        for tx in range(x0 // T, (x1 - 1) // T + 1):
+            if state[ty, tx] == 0:
+                _tile(F, ty, tx)
+                state[ty, tx] = 1
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def frame_gradient_parallel(L, tile, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor,
-                            binom, D, G):
-    """D and G of the whole frame with Numba threads (column tiles, then row bands)."""
-    h, w = L.shape
-    for t in prange((w + tile - 1) // tile):
-        frame_detail_tile(L, t * tile, min(w, t * tile + tile), ref, g, row_width, width_slot,
-                          n_widths, kernel_sum, taylor, binom, D)
-    band = 64
-    for b in prange((h + band - 1) // band):
-        sobel_abs(D, b * band, min(h, b * band + band), G)
+def ensure_all_parallel(F):
+    """Every tile of the frame, with Numba threads (before windows are scored in parallel)."""
+    state = F[3]
+    nty, ntx = state.shape
+    for t in prange(nty * ntx):
+        if state[t // ntx, t % ntx] == 0:
+            _tile(F, t // ntx, t % ntx)
+    state[:] = 1
 
 
 @njit(cache=True, nogil=True)
@@ -331,8 +354,7 @@ def band_blocks(size, R):
 
 
 @njit(cache=True, nogil=True)
-def _window_detail(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
-                   taylor, binom, out):
+def _window_detail(F, r0, c0, s, ya, yb, xa, xb, out):
     """The window's own D on window rows [ya, yb), columns [xa, xb), to out[y - ya, x - xa].
 
     Pixels at least R from every window edge see only window pixels: their D is
@@ -340,6 +362,7 @@ def _window_detail(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slo
     rectangle's longer side (a tall rectangle on the transposed window), whole
     lines at a time: a line with any pixel near an edge is computed whole.
     """
+    L, D, G, state, T, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor, binom = F
     R = g.shape[0] - 1
     tall = yb - ya > xb - xa
     # lines (rows, or columns when tall) [la, lb) across [ca, cb)
@@ -360,18 +383,21 @@ def _window_detail(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slo
             oy, ox = (0, hi - la) if tall else (hi - la, 0)
             detail_block(L, r0, c0, s, s, hi, lb, ca, cb, tall, ref, g, row_width, width_slot, n_widths,
                          kernel_sum, taylor, binom, out, oy, ox)
+    if lo >= hi:
+        return
     # lines [lo, hi) are far from every edge: the frame's D
     if tall:
+        ensure(F, r0 + ya, r0 + yb, c0 + lo, c0 + hi)
         for y in range(ya, yb):
             out[y - ya, lo - xa:hi - xa] = D[r0 + y, c0 + lo:c0 + hi]
     else:
+        ensure(F, r0 + lo, r0 + hi, c0 + xa, c0 + xb)
         for y in range(lo, hi):
             out[y - ya, :xb - xa] = D[r0 + y, c0 + xa:c0 + xb]
 
 
 @njit(cache=True, nogil=True)
-def block_gradient(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
-                   taylor, binom, dbuf, gbuf):
+def block_gradient(F, r0, c0, s, ya, yb, xa, xb, dbuf, gbuf):
     """The window's own G on window rows [ya, yb), columns [xa, xb), to gbuf[y - ya, x - xa].
 
     dbuf : float32 scratch of at least (yb - ya + 2, xb - xa + 2).
@@ -380,8 +406,7 @@ def block_gradient(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slo
     Yb = min(s, yb + 1)
     Xa = max(0, xa - 1)
     Xb = min(s, xb + 1)
-    _window_detail(L, D, r0, c0, s, Ya, Yb, Xa, Xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
-                   taylor, binom, dbuf)
+    _window_detail(F, r0, c0, s, Ya, Yb, Xa, Xb, dbuf)
     for y in range(ya, yb):
         _sobel_row(dbuf[_reflect(y - 1, s) - Ya], dbuf[y - Ya], dbuf[_reflect(y + 1, s) - Ya], s, xa, xb,
                    Xa, gbuf[y - ya])
@@ -433,84 +458,27 @@ def _dot(a, b, n):
 
 
 @njit(cache=True, nogil=True)
-def _weighted_sum(G, gr0, gc0, W, lut, vmin, y0, y1, x0, x1, ws):
+def _weighted_sum(F, G, gr0, gc0, W, lut, vmin, y0, y1, x0, x1, ws):
     """(sum G*W over channels, sum W) on window rows [y0, y1), columns [x0, x1).
 
-    G is read at (gr0 + y, gc0 + x); ws : float32 scratch of at least x1 - x0.
+    G is read at (gr0 + y, gc0 + x), only where a weight is nonzero; with the
+    frame context F (see :func:`ensure`) G is the frame's, computed there on
+    first use, with F None any array. ws : float32 scratch of at least x1 - x0.
     Rows are summed in float32 (at most a few thousand terms), the row sums in
     float64.
     """
     tot = 0.0
     wsum = 0.0
-    n = x1 - x0
     for y in range(y0, y1):
         rw, nz = _weights_row(W, lut, vmin, y, x0, x1, ws)
         wsum += rw
-        if nz:
-            tot += _dot(G[gr0 + y, gc0 + x0:gc0 + x1], ws, n)
-    return tot, wsum
-
-
-@njit(cache=True, nogil=True)
-def normalise(tot, wsum, count, patch):
-    """The score: tot / count ('patch') or tot / wsum ('saturated', 0 when wsum is 0)."""
-    if patch:
-        return tot / count
-    return tot / wsum if wsum > 0.0 else 0.0
-
-
-@njit(cache=True, nogil=True)
-def weighted_score(G, r0, c0, W, lut, vmin, patch):
-    """Score of G[r0:r0+h, c0:c0+w] with weights W (h, w, 3) ('frame' mode)."""
-    ws = np.empty(W.shape[1], np.float32)
-    tot, wsum = _weighted_sum(G, r0, c0, W, lut, vmin, 0, W.shape[0], 0, W.shape[1], ws)
-    return normalise(tot, wsum, W.size, patch)
-
-
-@njit(cache=True, nogil=True)
-def window_score(L, D, G, r0, c0, W, lut, vmin, patch, ref, g, row_width, width_slot, n_widths, kernel_sum,
-                 taylor, binom):
-    """Score of the window at (r0, c0) with its own borders ('exact' mode).
-
-    W : (size, size, 3) float32 weights (lut None) or uint8 LDR (see
-    :func:`_weights_row`). The interior takes the frame's G; each band block
-    with a nonzero weight is computed on the window alone.
-    """
-    s = W.shape[0]
-    R = g.shape[0] - 1
-    blocks = band_blocks(s, R)
-    e = min(s, max(_BLOCK, 2 * (R + 2)))
-    ws = np.empty(s, np.float32)
-    wbuf = np.empty((e, e), np.float32)
-    gbuf = np.empty((e, e), np.float32)
-    dbuf = np.empty((e + 2, e + 2), np.float32)
-    tot = 0.0
-    wsum = 0.0
-    if not whole_window(s, R):
-        b = R + 1
-        tot, wsum = _weighted_sum(G, r0, c0, W, lut, vmin, b, s - b, b, s - b, ws)
-    for k in range(blocks.shape[0]):
-        ya, yb, xa, xb = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3]
-        # G counts only in the bounding box [by0, by1) x [bx0, bx1) of the nonzero weights
-        by0, by1, bx0, bx1 = yb, ya, xb, xa
-        for y in range(ya, yb):
-            row = wbuf[y - ya]
-            rw, any_row = _weights_row(W, lut, vmin, y, xa, xb, row)
-            wsum += rw
-            if any_row:
-                first, last = _nonzero_span(row, xb - xa)
-                if first < last:
-                    by0 = min(by0, y)
-                    by1 = y + 1
-                    bx0 = min(bx0, xa + first)
-                    bx1 = max(bx1, xa + last)
-        if by0 >= by1:
+        if not nz:
             continue
-        block_gradient(L, D, r0, c0, s, by0, by1, bx0, bx1, ref, g, row_width, width_slot, n_widths,
-                       kernel_sum, taylor, binom, dbuf, gbuf)
-        for y in range(by0, by1):
-            tot += _dot(gbuf[y - by0], wbuf[y - ya, bx0 - xa:], bx1 - bx0)
-    return normalise(tot, wsum, W.size, patch)
+        first, last = _nonzero_span(ws, x1 - x0)
+        if F is not None:
+            ensure(F, gr0 + y, gr0 + y + 1, gc0 + x0 + first, gc0 + x0 + last)
+        tot += _dot(G[gr0 + y, gc0 + x0 + first:gc0 + x0 + last], ws[first:], last - first)
+    return tot, wsum
 
 
 @njit(cache=True, nogil=True)
@@ -528,36 +496,100 @@ def _nonzero_span(row, n):
 
 
 @njit(cache=True, nogil=True)
-def window_gradient(L, D, G, r0, c0, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor, binom,
-                    out):
-    """The window's own G (size, size) float32 at (r0, c0): the frame's G, band recomputed."""
+def normalise(tot, wsum, count, patch):
+    """The score: tot / count ('patch') or tot / wsum ('saturated', 0 when wsum is 0)."""
+    if patch:
+        return tot / count
+    return tot / wsum if wsum > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def weighted_score(F, G, r0, c0, W, lut, vmin, patch):
+    """Score of G[r0:r0+h, c0:c0+w] with weights W (h, w, 3) ('frame' mode; F as in :func:`_weighted_sum`)."""
+    ws = np.empty(W.shape[1], np.float32)
+    tot, wsum = _weighted_sum(F, G, r0, c0, W, lut, vmin, 0, W.shape[0], 0, W.shape[1], ws)
+    return normalise(tot, wsum, W.size, patch)
+
+
+@njit(cache=True, nogil=True)
+def window_score(F, r0, c0, W, lut, vmin, patch):
+    """Score of the window at (r0, c0) with its own borders ('exact' mode).
+
+    W : (size, size, 3) float32 weights (lut None) or uint8 LDR (see
+    :func:`_weights_row`). The interior takes the frame's G; the band, in
+    blocks, is computed on the window alone, only on the bounding box of the
+    block's nonzero weights (elsewhere G does not count).
+    """
+    G = F[2]
+    R = F[6].shape[0] - 1
+    s = W.shape[0]
+    blocks = band_blocks(s, R)
+    e = min(s, max(_BLOCK, 2 * (R + 2)))
+    ws = np.empty(s, np.float32)
+    wbuf = np.empty((e, e), np.float32)
+    gbuf = np.empty((e, e), np.float32)
+    dbuf = np.empty((e + 2, e + 2), np.float32)
+    tot = 0.0
+    wsum = 0.0
+    if not whole_window(s, R):
+        b = R + 1
+        tot, wsum = _weighted_sum(F, G, r0, c0, W, lut, vmin, b, s - b, b, s - b, ws)
+    for k in range(blocks.shape[0]):
+        ya, yb, xa, xb = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3]
+        by0, by1, bx0, bx1 = yb, ya, xb, xa
+        for y in range(ya, yb):
+            row = wbuf[y - ya]
+            rw, any_row = _weights_row(W, lut, vmin, y, xa, xb, row)
+            wsum += rw
+            if any_row:
+                first, last = _nonzero_span(row, xb - xa)
+                if first < last:
+                    by0 = min(by0, y)
+                    by1 = y + 1
+                    bx0 = min(bx0, xa + first)
+                    bx1 = max(bx1, xa + last)
+        if by0 >= by1:
+            continue
+        block_gradient(F, r0, c0, s, by0, by1, bx0, bx1, dbuf, gbuf)
+        for y in range(by0, by1):
+            tot += _dot(gbuf[y - by0], wbuf[y - ya, bx0 - xa:], bx1 - bx0)
+    return normalise(tot, wsum, W.size, patch)
+
+
+@njit(cache=True, nogil=True)
+def window_gradient(F, r0, c0, exact, out):
+    """G (size, size) float32 of the window at (r0, c0): the frame's, with the band recomputed when exact."""
+    G = F[2]
+    R = F[6].shape[0] - 1
     s = out.shape[0]
-    R = g.shape[0] - 1
+    ensure(F, r0, r0 + s, c0, c0 + s)
     for y in range(s):
         out[y] = G[r0 + y, c0:c0 + s]
+    if not exact:
+        return
     blocks = band_blocks(s, R)
     e = min(s, max(_BLOCK, 2 * (R + 2)))
     gbuf = np.empty((e, e), np.float32)
     dbuf = np.empty((e + 2, e + 2), np.float32)
     for k in range(blocks.shape[0]):
         ya, yb, xa, xb = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3]
-        block_gradient(L, D, r0, c0, s, ya, yb, xa, xb, ref, g, row_width, width_slot, n_widths, kernel_sum,
-                       taylor, binom, dbuf, gbuf)
+        block_gradient(F, r0, c0, s, ya, yb, xa, xb, dbuf, gbuf)
         out[ya:yb, xa:xb] = gbuf[:yb - ya, :xb - xa]
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def scores_parallel(L, D, G, corners, W, exact, patch, ref, g, row_width, width_slot, n_widths,
-                    kernel_sum, taylor, binom, out):
-    """Scores of K windows (corners (K, 2), W (K, size, size, 3) float32) with Numba threads."""
+def scores_parallel(F, corners, W, exact, patch, out):
+    """Scores of K windows (corners (K, 2), W (K, size, size, 3) float32) with Numba threads.
+
+    Every tile of the frame must be computed (:func:`ensure_all_parallel`).
+    """
     for k in prange(corners.shape[0]):
         r0 = corners[k, 0]
         c0 = corners[k, 1]
         if exact:
-            out[k] = window_score(L, D, G, r0, c0, W[k], None, 0, patch, ref, g, row_width, width_slot,
-                                  n_widths, kernel_sum, taylor, binom)
+            out[k] = window_score(F, r0, c0, W[k], None, 0, patch)
         else:
-            out[k] = weighted_score(G, r0, c0, W[k], None, 0, patch)
+            out[k] = weighted_score(F, F[2], r0, c0, W[k], None, 0, patch)
 
 
 @njit(cache=True, nogil=True)

@@ -15,14 +15,18 @@ i.e. already multiplied by the exposure) and the soft mask M of its LDR::
 computed on each window on its own (the window's edges are the filter's border).
 A window with sum(W) = 0 (no saturated pixel) scores 0 under 'saturated'.
 
-:class:`FrameMetric` computes D and G once per frame and then corrects, per
-window, only the band of R + 1 pixels (R = cvRound(1.5 sigma_space) = 15) along
-the window's edges where the per-window border differs from the frame; its
-'exact' mode matches the per-window OpenCV computation to float32 rounding
-(score relative error ~5e-7, tolerance 1e-3 in ``tests/test_metric.py``); its
-'frame' mode skips the band: about 2.5x faster per candidate, but measured by
-``bench/metric.py`` 4 of 500 keep/discard decisions at 0.85 (0.8 %) differ from
-'exact' on generated 2048x1365 frames.
+:class:`FrameMetric` computes the frame's D and G in 128 x 128 tiles, each on
+the first use by a window (so only where some window has a saturated pixel),
+and then corrects, per window, only the band of R + 1 pixels
+(R = cvRound(1.5 sigma_space) = 15) along the window's edges where the
+per-window border differs from the frame, and only where the band's weights
+are nonzero (G times 0 does not count). Its 'exact' mode matches the per-window
+OpenCV computation to float32 rounding (score relative error ~2e-7, tolerance
+1e-3 in ``tests/test_metric.py``); its 'frame' mode skips the band: about 1.4x
+faster per candidate; ``bench/metric.py`` measures its keep/discard agreement
+with 'exact' at 0.85 (earlier runs: 4 of 500 decisions, 0.8 %, on generated
+2048x1365 frames). ``score_ldr`` takes the uint8 LDR instead of float32
+weights and computes W = 1 - M inside (a third of the memory traffic).
 The bilateral filter is evaluated with its range weight expanded to a Taylor
 polynomial (order picked from the frame's log range, see ``hdrprep._kernels``).
 
@@ -30,7 +34,9 @@ Threads: the kernels use Numba threads (``set_threads``); run one thread per
 Dask worker process and set ``NUMBA_NUM_THREADS`` in the worker's environment
 *before* numba is imported there (``numba.set_num_threads`` can only lower it,
 and it applies to the calling thread only). With one thread the kernels run
-serially without starting Numba's thread pool.
+serially without starting Numba's thread pool; ``scores`` with more threads
+first computes every tile of the frame in parallel, then scores the windows in
+parallel.
 """
 
 import functools
@@ -46,7 +52,7 @@ __all__ = ["FrameMetric", "score_from_gradient", "saturated_fraction", "select",
 # omitted term x^(n+1) / (n+1)! at the frame's largest x = c * (Lmax - Lmin)^2.
 _TAYLOR_TOL = 1e-4
 _MAX_ORDER = 5
-_TILE = 128  # frame columns per tile: the tile's ring buffer stays in L2
+_TILE = 128  # side of the frame's tiles of D and G, each computed on first use
 
 
 def _kernels():
@@ -181,18 +187,13 @@ class FrameMetric:
                          np.float64)
         self.radius = R
         self.order = order
-        self._L = L
         self._ref = 0.5 * (lo + hi)  # centre of L: keeps the float32 powers small
         self._params = (g, row_width, width_slot, len(used), kernel_sum, taylor, binom)
+        # D and G of the frame, computed tile by tile where a window first needs them
         self._D = np.empty(self.shape, np.float32)
         self._G = np.empty(self.shape, np.float32)
-        if _threads() > 1:
-            k.frame_gradient_parallel(L, _TILE, self._ref, *self._params, self._D, self._G)
-        else:
-            for x0 in range(0, self.shape[1], _TILE):
-                k.frame_detail_tile(L, x0, min(self.shape[1], x0 + _TILE), self._ref, *self._params,
-                                    self._D)
-            k.sobel_abs(self._D, 0, self.shape[0], self._G)
+        state = np.zeros((-(-self.shape[0] // _TILE), -(-self.shape[1] // _TILE)), np.uint8)
+        self._F = (L, self._D, self._G, state, _TILE, self._ref) + self._params
 
     def _corner(self, row, col) -> tuple[int, int]:
         r, c = int(row), int(col)
@@ -218,19 +219,16 @@ class FrameMetric:
         oracle does); in 'frame' mode it is a crop of the frame's G.
         """
         r, c = self._corner(row, col)
-        if self.config.mode == "frame":
-            return self._G[r:r + self.size, c:c + self.size].copy()
         out = np.empty((self.size, self.size), np.float32)
-        _kernels().window_gradient(self._L, self._D, self._G, r, c, self._ref, *self._params, out)
+        _kernels().window_gradient(self._F, r, c, self.config.mode == "exact", out)
         return out
 
     def _score(self, r: int, c: int, weights, lut, vmin: int) -> float:
         k = _kernels()
         patch = self.config.normalisation == "patch"
         if self.config.mode == "frame":
-            return float(k.weighted_score(self._G, r, c, weights, lut, vmin, patch))
-        return float(k.window_score(self._L, self._D, self._G, r, c, weights, lut, vmin, patch, self._ref,
-                                    *self._params))
+            return float(k.weighted_score(self._F, self._G, r, c, weights, lut, vmin, patch))
+        return float(k.window_score(self._F, r, c, weights, lut, vmin, patch))
 
     def score(self, row: int, col: int, weights) -> float:
         """Score of one window; ``weights`` = 1 - M, (size, size, 3) float32 in [0, 1]."""
@@ -271,10 +269,11 @@ class FrameMetric:
         if weights.shape[0] != checked.shape[0]:
             raise ValueError(f"{checked.shape[0]} corners but {weights.shape[0]} weight arrays")
         if _threads() > 1:
+            k = _kernels()
             out = np.empty(checked.shape[0])
-            _kernels().scores_parallel(self._L, self._D, self._G, checked, weights,
-                                       self.config.mode == "exact", self.config.normalisation == "patch",
-                                       self._ref, *self._params, out)
+            k.ensure_all_parallel(self._F)  # no tile is computed inside the threads
+            k.scores_parallel(self._F, checked, weights, self.config.mode == "exact",
+                              self.config.normalisation == "patch", out)
             return out
         return np.array([self._score(r, c, w, None, 0) for (r, c), w in zip(checked.tolist(), weights)])
 
@@ -291,7 +290,7 @@ def score_from_gradient(gradient, weights, normalisation: str = "saturated") -> 
     W = np.ascontiguousarray(weights, dtype=np.float32)
     if G.ndim != 2 or W.shape != G.shape + (3,):
         raise ValueError(f"gradient (h, w) and weights (h, w, 3) do not match: {G.shape}, {W.shape}")
-    return float(_kernels().weighted_score(G, 0, 0, W, None, 0, normalisation == "patch"))
+    return float(_kernels().weighted_score(None, G, 0, 0, W, None, 0, normalisation == "patch"))
 
 
 def saturated_fraction(mask) -> float:

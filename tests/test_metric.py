@@ -178,6 +178,53 @@ def test_small_frame_mode_matches_frame_oracle():
         assert abs(got - ref) <= SCORE_RTOL * abs(ref)
 
 
+def test_small_score_ldr_equals_score_of_weights():
+    """score_ldr(LDR) = score(1 - soft_mask(LDR)): rows without saturation, partly and fully saturated rows."""
+    from hdrprep import camera
+
+    frame = exposed(synthetic_frame(13, 60, 72, 9.0))
+    size = 40
+    for mode in ("exact", "frame"):
+        fm = FrameMetric(frame, size, MetricConfig(mode=mode))
+        for r, c in corners_for(frame.shape, size, np.random.default_rng(5), 2):
+            window = frame[r:r + size, c:c + size]
+            ldr = np.round(255 * np.clip(window, 0, 1) ** (1 / 2.2)).astype(np.uint8)
+            ldr[:3] = 255  # fully saturated rows
+            ldr[5:8] = 10  # rows without a saturated channel
+            W = np.float32(1) - camera.soft_mask(ldr, ALPHA)
+            assert fm.score_ldr(r, c, ldr, ALPHA) == pytest.approx(fm.score(r, c, W), rel=1e-6)
+            if mode == "exact":
+                ref = oracle_score(oracle_gradient(window), W, "saturated")
+                assert fm.score_ldr(r, c, ldr, ALPHA) == pytest.approx(ref, rel=SCORE_RTOL)
+        assert fm.score_ldr(0, 0, np.zeros((size, size, 3), np.uint8), ALPHA) == 0.0
+    with pytest.raises(ValueError, match="uint8"):
+        fm.score_ldr(0, 0, np.zeros((size, size, 3), np.float32), ALPHA)
+
+
+def test_small_tiles_any_order(monkeypatch):
+    """D and G of the frame in 16-px tiles computed on first use: frame G = the whole-frame oracle,
+    and scores and gradients do not depend on the order in which windows ask for tiles."""
+    import hdrprep.metric
+
+    monkeypatch.setattr(hdrprep.metric, "_TILE", 16)
+    frame = exposed(synthetic_frame(17, 52, 66, 9.0))
+    size = 36
+    corners = corners_for(frame.shape, size, np.random.default_rng(6), 3)
+    W = [camera_weights(frame[r:r + size, c:c + size]) for r, c in corners]
+    G_frame = oracle_gradient(frame)
+    for mode in ("exact", "frame"):
+        fwd = FrameMetric(frame, size, MetricConfig(mode=mode))
+        rev = FrameMetric(frame, size, MetricConfig(mode=mode))
+        a = [fwd.score(r, c, w) for (r, c), w in zip(corners, W)]
+        b = [rev.score(r, c, w) for (r, c), w in zip(corners[::-1], W[::-1])][::-1]
+        assert a == b
+        for r, c in corners:
+            assert np.array_equal(fwd.gradient(r, c), FrameMetric(frame, size, MetricConfig(mode=mode)).gradient(r, c))
+            if mode == "frame":
+                assert np.abs(fwd.gradient(r, c) - G_frame[r:r + size, c:c + size]).max() <= G_ATOL
+    check_windows(frame, size, corners)
+
+
 def test_small_batch_equals_single_and_threads():
     frame = exposed(synthetic_frame(11, 50, 70, 9.0))
     size = 36
