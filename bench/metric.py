@@ -58,15 +58,20 @@ def camera_windows(frame, corners, size, rng, cam, exposure, q):
     return ldrs, np.float32(1) - camera.soft_mask(ldrs, cam.mask_alpha)
 
 
+def score_each(method, corners, arrays, *extra):
+    """method(row, col, array, *extra) of each window, one call each (as hdrprep.pairs does)."""
+    return [method(r, c, x, *extra) for (r, c), x in zip(corners, arrays)]
+
+
 class Clock:
     """Accumulated CPU and wall seconds per method."""
 
     def __init__(self):
         self.cpu, self.wall = {}, {}
 
-    def __call__(self, key, fn):
+    def __call__(self, key, fn, *args):
         c0, w0 = time.process_time(), time.perf_counter()
-        out = fn()
+        out = fn(*args)
         self.cpu[key] = self.cpu.get(key, 0.0) + time.process_time() - c0
         self.wall[key] = self.wall.get(key, 0.0) + time.perf_counter() - w0
         return out
@@ -119,14 +124,14 @@ def main():
                 mode = "frame" if key.startswith("frame") else "exact"
                 set_threads(threads)
                 if key not in fms:  # frame-level work, once per frame
-                    fms[key] = clock(key, lambda: FrameMetric(H, size, MetricConfig(mode=mode)))
+                    fms[key] = clock(key, FrameMetric, H, size, MetricConfig(mode=mode))
                 fm = fms[key]
                 if threads == 2:
-                    clock(key, lambda: fm.scores(cc, W))
+                    clock(key, fm.scores, cc, W)
                 elif key == "exact_ldr":
-                    s = clock(key, lambda: [fm.score_ldr(r, c, x, cam.mask_alpha) for (r, c), x in zip(cc, ldrs)])
+                    s = clock(key, score_each, fm.score_ldr, cc, ldrs, cam.mask_alpha)
                 else:
-                    s = clock(key, lambda: [fm.score(r, c, x) for (r, c), x in zip(cc, W)])
+                    s = clock(key, score_each, fm.score, cc, W)
                 if key in scores:
                     scores[key].append(np.array(s))
             set_threads(1)
@@ -135,7 +140,7 @@ def main():
                     continue
                 r, c = cc[j]
                 window = np.ascontiguousarray(H[r:r + size, c:c + size])
-                ref = clock("oracle", lambda: oracle_score(window, W[j], "saturated"))
+                ref = clock("oracle", oracle_score, window, W[j], "saturated")
                 n_oracle += 1
                 ex, fr, el = (scores[k][-1][j] for k in ("exact", "frame", "exact_ldr"))
                 max_rel = max(max_rel, abs(ex - ref) / max(abs(ref), 1e-300))

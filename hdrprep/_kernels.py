@@ -13,9 +13,12 @@ Gaussian, so a vertical pass stores the running column sums at the few heights
 the disc needs and a horizontal pass combines 2R + 1 of them. The 2R + 1 source
 rows an output row needs are kept, as powers, in a ring buffer.
 
-Per window ('exact' mode) only the band of R + 1 pixels along the window's
-edges differs from the frame's G; the band is cut into blocks, and a block whose
-weights are all 0 is not computed at all (its G does not enter the score).
+The frame's D and G are computed in square tiles, each the first time a
+window needs it (:func:`ensure`): G only enters a score where a weight is
+nonzero, so tiles that no window sees saturated are never computed. Per window
+('exact' mode) only the band of R + 1 pixels along the window's edges differs
+from the frame's G; the band is cut into blocks, and only the bounding box of a
+block's nonzero weights is computed on the window alone.
 
 Numbers: float32 images and moments (L is centred on ``ref`` so that the powers
 stay small), float64 per-pixel Taylor sums and score totals. Fast-math flags are
@@ -272,7 +275,7 @@ def _tile(F, ty, tx):
     Each D value in the frame is written by the one tile that holds it, so the
     result does not depend on the order in which tiles are computed.
     """
-    L, D, G, state, T, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor, binom = F
+    L, D, G, _, T, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor, binom = F
     h, w = L.shape
     y0, x0 = ty * T, tx * T
     y1, x1 = min(h, y0 + T), min(w, x0 + T)
@@ -362,7 +365,7 @@ def _window_detail(F, r0, c0, s, ya, yb, xa, xb, out):
     rectangle's longer side (a tall rectangle on the transposed window), whole
     lines at a time: a line with any pixel near an edge is computed whole.
     """
-    L, D, G, state, T, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor, binom = F
+    L, D, _, _, _, ref, g, row_width, width_slot, n_widths, kernel_sum, taylor, binom = F
     R = g.shape[0] - 1
     tall = yb - ya > xb - xa
     # lines (rows, or columns when tall) [la, lb) across [ca, cb)

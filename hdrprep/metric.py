@@ -22,7 +22,7 @@ and then corrects, per window, only the band of R + 1 pixels
 per-window border differs from the frame, and only where the band's weights
 are nonzero (G times 0 does not count). Its 'exact' mode matches the per-window
 OpenCV computation to float32 rounding (score relative error ~2e-7, tolerance
-1e-3 in ``tests/test_metric.py``); its 'frame' mode skips the band: about 1.4x
+1e-3 in ``tests/test_metric.py``); its 'frame' mode skips the band: about 1.5x
 faster per candidate; ``bench/metric.py`` measures its keep/discard agreement
 with 'exact' at 0.85 (earlier runs: 4 of 500 decisions, 0.8 %, on generated
 2048x1365 frames). ``score_ldr`` takes the uint8 LDR instead of float32
@@ -140,7 +140,6 @@ class FrameMetric:
     """
 
     def __init__(self, hdr, size: int = 512, config: MetricConfig | None = None):
-        k = _kernels()
         cfg = MetricConfig() if config is None else config
         if not isinstance(cfg, MetricConfig):
             raise TypeError(f"config must be a MetricConfig, got {type(cfg).__name__}")
@@ -236,7 +235,7 @@ class FrameMetric:
         return self._score(r, c, self._weights(weights, batch=False), None, 0)
 
     def score_ldr(self, row: int, col: int, ldr, alpha: float) -> float:
-        """Score of one window from its LDR; equal to ``score(row, col, 1 - soft_mask(ldr, alpha))``.
+        """Score of one window from its LDR: ``score(row, col, 1 - soft_mask(ldr, alpha))`` (to float32 rounding).
 
         Parameters
         ----------
