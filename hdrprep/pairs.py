@@ -139,18 +139,18 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
     for j, ((r, c), p) in enumerate(zip(windows, params)):
         r, c = int(r), int(c)
         ldr, target = render_pair(frame, r, c, size, p, config, curves)
-        mask = camera.soft_mask(ldr, config.camera.mask_alpha)
-        weights = 1.0 - mask
-        if not weights.any():
+        alpha = config.camera.mask_alpha
+        mask = camera.soft_mask(ldr, alpha)
+        if mask.min() == 1.0:
             score = 0.0  # no saturated pixel: both normalisations give 0
         elif config.camera.exposure_mode == "frame":
             # the target's gray is exposure * gray(frame) (the jitter keeps gray): D and G once
             # per frame, windows only fix their borders
             if scorer is None:
                 scorer = metric.FrameMetric(frame * np.float32(p.exposure), size, config.metric)
-            score = scorer.score(r, c, weights)
+            score = scorer.score_ldr(r, c, ldr, alpha)
         else:
-            score = metric.FrameMetric(target, size, config.metric).score(0, 0, weights)
+            score = metric.FrameMetric(target, size, config.metric).score_ldr(0, 0, ldr, alpha)
         row = dict(source=key, candidate=j, row=r, col=c, size=size, score=float(score),
                    saturated_fraction=float(metric.saturated_fraction(mask)), seed=config.seed)
         for name in CANDIDATE_COLUMNS:
