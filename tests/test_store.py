@@ -1,0 +1,107 @@
+"""Tests of hdrprep.store's fast paths against their plain numpy / zarr references."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hdrprep import store
+from hdrprep.errors import StoreError
+
+
+def _reference_half(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.minimum(x, np.float32(store.HALF_MAX)).astype(np.float16)
+
+
+def _special_values() -> np.ndarray:
+    """float32 values where float16 rounding is easy to get wrong."""
+    half = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = half[np.isfinite(half) & (half >= 0)].astype(np.float32)
+    # exact float16 values, the midpoints between neighbours (ties) and one float32 ulp either side
+    mid = ((finite[:-1].astype(np.float64) + finite[1:]) / 2).astype(np.float32)
+    vals = np.concatenate([finite, mid, np.nextafter(mid, 0), np.nextafter(mid, np.inf),
+                           np.nextafter(finite, 0), np.nextafter(finite, np.inf)])
+    edge = np.array([0.0, 2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -25, 2.0 ** -26, 2.0 ** -14, 65504.0, 65504.5,
+                     65519.996, 65520.0, 65535.0, 1e6, 3.4e38, np.finfo(np.float32).tiny], np.float32)
+    return np.concatenate([vals, edge, np.nextafter(edge, np.inf)])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_to_half_bit_identical_to_numpy_on_random_non_negative(seed):
+    rng = np.random.default_rng(seed)
+    # uniform in the bit pattern: every exponent, float16 subnormals and values above 65504 included
+    x = rng.integers(0, 0x7F800000, 4_000_000, dtype=np.uint32).view(np.float32)
+    got, over = store.to_half(x)
+    assert got.dtype == np.float16 and got.shape == x.shape
+    assert np.array_equal(got.view(np.uint16), _reference_half(x).view(np.uint16))
+    assert over == np.count_nonzero(x > store.HALF_MAX) > 0
+
+
+def test_to_half_bit_identical_on_ties_subnormals_and_the_clamp_edge():
+    x = _special_values()
+    got, over = store.to_half(x)
+    ref = _reference_half(x)
+    bad = np.flatnonzero(got.view(np.uint16) != ref.view(np.uint16))
+    assert bad.size == 0, [(float(x[i]), float(got[i]), float(ref[i])) for i in bad[:5]]
+    assert over == np.count_nonzero(x > store.HALF_MAX)
+
+
+def test_to_half_nan_inf_and_negative_as_numpy():
+    # cannot occur in HDR (finite, >= 0); documented to behave as numpy does
+    x = np.array([np.nan, -np.nan, np.inf, -np.inf, -1.0, -0.0, -70000.0, 1.0], np.float32)
+    x = np.concatenate([x, np.uint32([0x7F800001, 0x7FC00001, 0xFF800123]).view(np.float32)])
+    got, over = store.to_half(x)
+    assert np.array_equal(got.view(np.uint16), _reference_half(x).view(np.uint16))
+    assert over == 1  # +inf only
+
+
+def test_to_half_keeps_shape_and_takes_non_contiguous_input():
+    rng = np.random.default_rng(3)
+    x = rng.gamma(0.5, 4.0, (64, 80, 3)).astype(np.float32)[:, ::2]
+    got, over = store.to_half(x)
+    assert got.shape == x.shape and over == 0
+    assert np.array_equal(got.view(np.uint16), _reference_half(x).view(np.uint16))
+
+
+def test_to_half_refuses_other_dtypes():
+    with pytest.raises(StoreError, match="float32"):
+        store.to_half(np.ones(4, np.float64))
+
+
+def _pairs(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    ldr = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    hdr = rng.gamma(0.5, 2.0, (n, size, size, 3)).astype(np.float16)
+    return ldr, hdr
+
+
+def _shard_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes()
+            for name in ("ldr", "hdr") for p in sorted((root / name / "c").rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["plain", "zero-pair", "negative-zero-pair", "last-shard-short"])
+def test_write_pairs_bytes_identical_to_plain_zarr_write(tmp_path, case):
+    import zarr
+
+    n, size, per = (20, 16, 8) if case == "last-shard-short" else (16, 16, 8)
+    ldr, hdr = _pairs(n, size, np.random.default_rng(7))
+    if case == "zero-pair":  # zarr leaves an all-fill chunk out of the shard
+        ldr[3] = 0
+        hdr[3] = 0
+    if case == "negative-zero-pair":  # -0.0 is not the fill value: the chunk is written
+        hdr[5] = -0.0
+    roots = tmp_path / "fast", tmp_path / "reference"
+    group, _ = store.create_arrays(roots[0], n, size, per)
+    for start in range(0, n, per):
+        store.write_pairs(group, start, ldr[start:start + per], hdr[start:start + per])
+    group, _ = store.create_arrays(roots[1], n, size, per)
+    for name, data in (("ldr", ldr), ("hdr", hdr)):
+        group[name][:] = data  # zarr's own default path
+    fast, ref = (_shard_files(r) for r in roots)
+    assert fast.keys() == ref.keys() and len(fast) == 2 * (-(-n // per))
+    for key in ref:
+        assert fast[key] == ref[key], key
+    back = zarr.open_group(str(roots[0]), mode="r")
+    assert np.array_equal(back["ldr"][:], ldr)
+    assert np.array_equal(back["hdr"][:].view(np.uint16), hdr.view(np.uint16))
