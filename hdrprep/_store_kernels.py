@@ -42,31 +42,36 @@ def to_half_bits(src, dst) -> int:
         if f > _HALF_MAX_BITS and f <= _F32_INF_BITS:
             clamped += 1
             f = _HALF_MAX_BITS
-        h_sgn = np.uint16((f & np.uint32(0x80000000)) >> np.uint32(16))
-        f_exp = f & np.uint32(0x7F800000)
-        f_sig = f & np.uint32(0x007FFFFF)
-        if f_exp >= np.uint32(0x47800000):  # overflow, inf or NaN; only negatives and NaN get here
-            if f_exp == _F32_INF_BITS and f_sig != 0:
-                h = np.uint16(0x7C00) + np.uint16(f_sig >> np.uint32(13))
-                if h == np.uint16(0x7C00):  # keep a NaN whose payload sits in the dropped bits a NaN
-                    h += np.uint16(1)
-                dst[i] = h_sgn + h
-            else:
-                dst[i] = h_sgn + np.uint16(0x7C00)
-        elif f_exp <= np.uint32(0x38000000):  # float16 subnormal or zero
-            if f_exp < np.uint32(0x33000000):
-                dst[i] = h_sgn
-            else:
-                e = f_exp >> np.uint32(23)
-                sig = (np.uint32(0x00800000) + f_sig) >> (np.uint32(113) - e)
-                # ties to even; the shift above may have dropped set bits, so look at the original too
-                if (sig & np.uint32(0x3FFF)) != np.uint32(0x1000) or (f & np.uint32(0x7FF)) != 0:
-                    sig += np.uint32(0x1000)
-                dst[i] = h_sgn + np.uint16(sig >> np.uint32(13))
+        a = f & np.uint32(0x7FFFFFFF)
+        if a - np.uint32(0x38800000) < np.uint32(0x47800000 - 0x38800000):
+            # float16 normal range, the common case: rebias the exponent and round to nearest, ties
+            # to even, by adding 0xFFF plus the lowest kept bit; a carry correctly bumps the exponent
+            sgn = (f >> np.uint32(16)) & np.uint32(0x8000)
+            dst[i] = sgn | ((a - np.uint32(0x38000000) + np.uint32(0xFFF) + ((a >> np.uint32(13)) & np.uint32(1)))
+                            >> np.uint32(13))
         else:
-            h_exp = np.uint16((f_exp - np.uint32(0x38000000)) >> np.uint32(13))
-            if (f_sig & np.uint32(0x3FFF)) != np.uint32(0x1000):  # ties to even
-                f_sig += np.uint32(0x1000)
-            # a carry out of the significand correctly bumps the exponent
-            dst[i] = h_sgn + h_exp + np.uint16(f_sig >> np.uint32(13))
+            dst[i] = _other_bits(f)
     return clamped
+
+
+@njit(cache=True, nogil=True)
+def _other_bits(f):
+    """float16 bits of float32 bits ``f`` outside the float16 normal range (numpy's branches)."""
+    h_sgn = np.uint16((f & np.uint32(0x80000000)) >> np.uint32(16))
+    f_exp = f & np.uint32(0x7F800000)
+    f_sig = f & np.uint32(0x007FFFFF)
+    if f_exp >= np.uint32(0x47800000):  # overflow, inf or NaN; after the clamp only negatives and NaN
+        if f_exp == _F32_INF_BITS and f_sig != 0:
+            h = np.uint16(0x7C00) + np.uint16(f_sig >> np.uint32(13))
+            if h == np.uint16(0x7C00):  # keep a NaN whose payload sits in the dropped bits a NaN
+                h += np.uint16(1)
+            return np.uint16(h_sgn + h)
+        return np.uint16(h_sgn + np.uint16(0x7C00))
+    if f_exp < np.uint32(0x33000000):  # below half the smallest float16 subnormal: zero
+        return h_sgn
+    e = f_exp >> np.uint32(23)
+    sig = (np.uint32(0x00800000) + f_sig) >> (np.uint32(113) - e)
+    # ties to even; the shift above may have dropped set bits, so look at the original too
+    if (sig & np.uint32(0x3FFF)) != np.uint32(0x1000) or (f & np.uint32(0x7FF)) != 0:
+        sig += np.uint32(0x1000)
+    return np.uint16(h_sgn + np.uint16(sig >> np.uint32(13)))
