@@ -201,6 +201,9 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
     from hdrprep import camera, pairs
 
     _cap_threads()
+    import numcodecs
+
+    numcodecs.blosc.set_nthreads(1)  # the shard's chunks are encoded in this thread (store.write_pairs)
     config = Config.from_dict(config_dict)
     curves = _load_curves(config)
     param_fields = [f.name for f in dataclasses.fields(camera.CameraParams)]

@@ -133,12 +133,58 @@ def write_pairs(group, start: int, ldr: np.ndarray, hdr: np.ndarray) -> None:
         # zarr reads and merges an existing file into a write that ends at the
         # array's edge (the last shard); a corrupt old file would make it fail
         _delete_shards(arr, start // per, -(-stop // per))
-        if not any(_all_zero(chunk) for chunk in data):
-            # zarr leaves out a chunk that is all fill value (0), testing each with a void-dtype
-            # compare that costs 5 ms per pair; no chunk is, so the file is the same without it
-            arr = arr.with_config({"write_empty_chunks": True})
-        arr[start:stop] = data
+        if any(_all_zero(chunk) for chunk in data):
+            # zarr leaves an all-fill chunk out of its shard: let zarr write this one
+            arr[start:stop] = data
+        elif not all(_write_whole_shard(arr, s // per, data[s - start:s - start + per])
+                     for s in range(start, stop, per)):
+            # zarr's own write; its compare of every chunk with the fill value (5 ms per
+            # pair) can be skipped, as no chunk is all fill
+            arr.with_config({"write_empty_chunks": True})[start:stop] = data
         pause_point("shard-array-written")
+
+
+def _write_whole_shard(arr, shard: int, data: np.ndarray) -> bool:
+    """Encode and write one full shard of one-pair blosc chunks without zarr's write pipeline.
+
+    zarr writes a whole shard through its partial-shard path (a fill-value array
+    and a copy per chunk, a thread hop per codec call): 14.6 ms per pair against
+    7.7 ms for the bare codec. This builds the same bytes (tests compare them with
+    zarr's): the chunks' blosc frames in order, then the index of (offset,
+    length) as little-endian uint64 and its CRC32C. No chunk may be all zero.
+
+    Returns
+    -------
+    bool
+        False, having written nothing, where the array's layout is not that one
+        (another codec, or a shard that is not full): the caller lets zarr write it.
+    """
+    import google_crc32c
+    import numcodecs
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    codecs = arr.metadata.codecs
+    sharding = codecs[0] if len(codecs) == 1 else None
+    if not (isinstance(sharding, ShardingCodec) and sharding.index_location.value == "end"
+            and [type(c) for c in sharding.codecs] == [BytesCodec, BloscCodec]
+            and [type(c) for c in sharding.index_codecs] == [BytesCodec, Crc32cCodec]
+            and sharding.chunk_shape == (1, *arr.shape[1:]) and len(data) == arr.shards[0]
+            and (shard + 1) * len(data) <= arr.shape[0] and data.dtype == arr.dtype
+            and getattr(sharding.codecs[0].endian, "value", "little") == "little"
+            and data.dtype.byteorder in "=|" and np.little_endian):
+        return False
+    b = sharding.codecs[1]
+    blosc = numcodecs.Blosc(cname=b.cname.value, clevel=b.clevel, blocksize=b.blocksize, typesize=b.typesize,
+                            shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[b.shuffle.value])
+    frames = [blosc.encode(np.ascontiguousarray(chunk)) for chunk in data]
+    lengths = np.array([len(f) for f in frames], np.uint64)
+    index = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1).astype("<u8").tobytes()
+    crc = np.array([google_crc32c.value(index)], "<u4").tobytes()
+    key = f"{arr.path}/{arr.metadata.encode_chunk_key((shard, *[0] * (arr.ndim - 1)))}"
+    sync(arr.store_path.store.set(key, default_buffer_prototype().buffer.from_bytes(b"".join([*frames, index, crc]))))
+    return True
 
 
 def _all_zero(chunk: np.ndarray) -> bool:

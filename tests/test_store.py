@@ -80,11 +80,12 @@ def _shard_files(root: Path) -> dict[str, bytes]:
             for name in ("ldr", "hdr") for p in sorted((root / name / "c").rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("case", ["plain", "zero-pair", "negative-zero-pair", "last-shard-short"])
+@pytest.mark.parametrize("case", ["plain", "zero-pair", "negative-zero-pair", "last-shard-short", "zstd", "none"])
 def test_write_pairs_bytes_identical_to_plain_zarr_write(tmp_path, case):
     import zarr
 
     n, size, per = (20, 16, 8) if case == "last-shard-short" else (16, 16, 8)
+    compressor = case if case in ("zstd", "none") else "blosc-zstd"
     ldr, hdr = _pairs(n, size, np.random.default_rng(7))
     if case == "zero-pair":  # zarr leaves an all-fill chunk out of the shard
         ldr[3] = 0
@@ -92,10 +93,10 @@ def test_write_pairs_bytes_identical_to_plain_zarr_write(tmp_path, case):
     if case == "negative-zero-pair":  # -0.0 is not the fill value: the chunk is written
         hdr[5] = -0.0
     roots = tmp_path / "fast", tmp_path / "reference"
-    group, _ = store.create_arrays(roots[0], n, size, per)
+    group, _ = store.create_arrays(roots[0], n, size, per, compressor)
     for start in range(0, n, per):
         store.write_pairs(group, start, ldr[start:start + per], hdr[start:start + per])
-    group, _ = store.create_arrays(roots[1], n, size, per)
+    group, _ = store.create_arrays(roots[1], n, size, per, compressor)
     for name, data in (("ldr", ldr), ("hdr", hdr)):
         group[name][:] = data  # zarr's own default path
     fast, ref = (_shard_files(r) for r in roots)
@@ -105,3 +106,12 @@ def test_write_pairs_bytes_identical_to_plain_zarr_write(tmp_path, case):
     back = zarr.open_group(str(roots[0]), mode="r")
     assert np.array_equal(back["ldr"][:], ldr)
     assert np.array_equal(back["hdr"][:].view(np.uint16), hdr.view(np.uint16))
+
+
+def test_whole_shard_writer_takes_full_blosc_shards_only(tmp_path):
+    ldr, hdr = _pairs(20, 16, np.random.default_rng(8))
+    group, _ = store.create_arrays(tmp_path / "blosc", 20, 16, 8)
+    assert store._write_whole_shard(group["hdr"], 1, hdr[8:16])
+    assert not store._write_whole_shard(group["hdr"], 2, hdr[16:20])  # the short last shard: zarr writes it
+    group, _ = store.create_arrays(tmp_path / "zstd", 20, 16, 8, "zstd")
+    assert not store._write_whole_shard(group["ldr"], 0, ldr[:8])
