@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 
-def make_store(path: Path, n: int, size: int, per_shard: int = 16, seed: int = 0) -> None:
+def make_store(path: Path, n: int, size: int, per_shard: int = 16, seed: int = 0, cname: str = "zstd") -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
     import zarr
@@ -36,7 +36,7 @@ def make_store(path: Path, n: int, size: int, per_shard: int = 16, seed: int = 0
     zarr.open_group(str(path), mode="w", attributes={"hdrprep": attrs})
     arrays = {name: zarr.create_array(store=str(path), name=name, shape=(n, size, size, 3), dtype=dt,
                                       chunks=(1, size, size, 3), shards=(per_shard, size, size, 3), fill_value=0,
-                                      compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="shuffle",
+                                      compressors=[BloscCodec(cname=cname, clevel=1, shuffle="shuffle",
                                                               typesize=np.dtype(dt).itemsize)])
               for name, dt in (("ldr", np.uint8), ("hdr", np.float16))}
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -122,6 +122,7 @@ def bench_train(path: Path, steps: int, tmp: Path) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=256)
+    ap.add_argument("--cname", default="zstd", choices=["zstd", "lz4"], help="blosc codec of the bench store")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--count", type=int, default=160, help="pairs read per loader measurement")
     ap.add_argument("--train-steps", type=int, default=2, help="timed training steps (0 = skip)")
@@ -132,7 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        make_store(tmp / "bench.zarr", args.pairs, args.size)
+        make_store(tmp / "bench.zarr", args.pairs, args.size, cname=args.cname)
         print(f"store: {args.pairs} pairs of {args.size}x{args.size}, built in {time.perf_counter() - t:.1f} s, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads for training, "
               f"{args.loader_threads} in the main process while timing loaders")
