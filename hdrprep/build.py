@@ -36,10 +36,11 @@ from hdrprep import __version__, store
 from hdrprep.config import Config
 from hdrprep.errors import BadFrameError, ConfigError, HdrprepError, StoreError
 
-__all__ = ["build", "discover", "BUILD_STATE"]
+__all__ = ["build", "discover", "BUILD_STATE", "THREAD_ENV"]
 
 BUILD_STATE = "build.json"
-_THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+#: Environment of worker processes: one compute thread each (set before numba is imported there).
+THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1"}
 
 
@@ -277,7 +278,7 @@ def _executor(workers: int | None, scheduler: str | None, cluster=None, local_di
         n = workers or os.cpu_count() or 1
         threads = scheduler == "threads"
         kw = dict(n_workers=1, threads_per_worker=n) if threads else dict(n_workers=n, threads_per_worker=1,
-                                                                           env=_THREAD_ENV)
+                                                                           env=THREAD_ENV)
         import dask
 
         # scratch space of the scheduler, nannies and workers inside --out/_work, not in $TMPDIR

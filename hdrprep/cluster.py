@@ -202,9 +202,9 @@ def load_cluster_spec(path: str | Path) -> ClusterSpec:
 def _thread_caps() -> list[str]:
     # the worker processes must not start thread pools that fight each other for the cores;
     # the variables must be set before Python imports numba, hence the job script
-    from hdrprep.build import _THREAD_ENV
+    from hdrprep.build import THREAD_ENV
 
-    return [f"export {k}={v}" for k, v in sorted(_THREAD_ENV.items())]
+    return [f"export {k}={v}" for k, v in sorted(THREAD_ENV.items())]
 
 
 def _make_cluster(spec: ClusterSpec):
