@@ -41,6 +41,7 @@ __all__ = [
     "HALF_MAX",
     "create_arrays",
     "open_store",
+    "PairReader",
     "write_pairs",
     "pair_checksum",
     "to_half",
@@ -161,21 +162,14 @@ def _write_whole_shard(arr, shard: int, data: np.ndarray) -> bool:
     """
     import google_crc32c
     import numcodecs
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    codecs = arr.metadata.codecs
-    sharding = codecs[0] if len(codecs) == 1 else None
-    if not (isinstance(sharding, ShardingCodec) and sharding.index_location.value == "end"
-            and [type(c) for c in sharding.codecs] == [BytesCodec, BloscCodec]
-            and [type(c) for c in sharding.index_codecs] == [BytesCodec, Crc32cCodec]
-            and sharding.chunk_shape == (1, *arr.shape[1:]) and len(data) == arr.shards[0]
+    if not (_plain_blosc_shards(arr) and len(data) == arr.shards[0]
             and (shard + 1) * len(data) <= arr.shape[0] and data.dtype == arr.dtype
-            and getattr(sharding.codecs[0].endian, "value", "little") == "little"
-            and data.dtype.byteorder in "=|" and np.little_endian):
+            and data.dtype.byteorder in "=|"):
         return False
-    b = sharding.codecs[1]
+    b = arr.metadata.codecs[0].codecs[1]
     blosc = numcodecs.Blosc(cname=b.cname.value, clevel=b.clevel, blocksize=b.blocksize, typesize=b.typesize,
                             shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[b.shuffle.value])
     frames = [blosc.encode(np.ascontiguousarray(chunk)) for chunk in data]
@@ -185,6 +179,113 @@ def _write_whole_shard(arr, shard: int, data: np.ndarray) -> bool:
     key = f"{arr.path}/{arr.metadata.encode_chunk_key((shard, *[0] * (arr.ndim - 1)))}"
     sync(arr.store_path.store.set(key, default_buffer_prototype().buffer.from_bytes(b"".join([*frames, index, crc]))))
     return True
+
+
+def _plain_blosc_shards(arr) -> bool:
+    """True if ``arr`` is sharded exactly as ``_write_whole_shard`` writes and ``PairReader`` reads.
+
+    That is: one chunk per pair, chunks encoded as little-endian bytes then blosc,
+    the index at the end of the shard as (offset, length) uint64 with a CRC32C.
+    """
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+
+    codecs = arr.metadata.codecs
+    sharding = codecs[0] if len(codecs) == 1 else None
+    return (isinstance(sharding, ShardingCodec) and sharding.index_location.value == "end"
+            and [type(c) for c in sharding.codecs] == [BytesCodec, BloscCodec]
+            and [type(c) for c in sharding.index_codecs] == [BytesCodec, Crc32cCodec]
+            and sharding.chunk_shape == (1, *arr.shape[1:])
+            and getattr(sharding.codecs[0].endian, "value", "little") == "little" and np.little_endian)
+
+
+class PairReader:
+    """Random access to a store's pairs, reading shard files directly (about 10x zarr's per-pair read).
+
+    For arrays in the layout ``_write_whole_shard`` writes (see ``_plain_blosc_shards``)
+    on a local folder, pair ``k`` is one ``os.pread`` of its chunk's byte range, found in
+    the shard's index (read once per shard and CRC32C-checked), and one blosc decode.
+    Any other layout or store is read with plain zarr indexing. A chunk absent from its
+    shard, or a shard file that is absent, holds the fill value 0, as in zarr.
+
+    File descriptors are opened per read and never kept, so no handle outlives a
+    read or crosses a ``fork``; only the parsed shard indices are cached. Still, open
+    one reader per process (DataLoader workers open their own): zarr's arrays are not
+    meant to cross a fork.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The store's group (e.g. from ``open_store``), with ``ldr`` and ``hdr`` arrays.
+    """
+
+    _MISSING = 2**64 - 1
+
+    def __init__(self, group):
+        self.arrays = (group["ldr"], group["hdr"])
+        self._direct = [self._direct_layout(a) for a in self.arrays]
+        self._indices: dict[tuple[int, int], np.ndarray | None] = {}
+
+    @staticmethod
+    def _direct_layout(arr):
+        from zarr.storage import LocalStore
+
+        store = arr.store_path.store
+        if not (isinstance(store, LocalStore) and _plain_blosc_shards(arr) and arr.fill_value == 0):
+            return None
+        return Path(store.root), arr.shards[0]
+
+    def __len__(self) -> int:
+        return self.arrays[0].shape[0]
+
+    def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pair ``k``: ``ldr`` uint8 (P, P, 3) and ``hdr`` float16 (P, P, 3), as zarr returns them."""
+        k = int(k)
+        if not 0 <= k < len(self):
+            raise IndexError(f"pair {k} out of range 0..{len(self) - 1}")
+        return tuple(self._read_one(i, k) for i in range(2))
+
+    def _read_one(self, i: int, k: int) -> np.ndarray:
+        arr, direct = self.arrays[i], self._direct[i]
+        if direct is None:
+            return arr[k]
+        root, per = direct
+        shard, slot = divmod(k, per)
+        path = root / arr.path / arr.metadata.encode_chunk_key((shard, *[0] * (arr.ndim - 1)))
+        out = np.zeros(arr.shape[1:], arr.dtype)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return out  # zarr writes no file for an all-fill shard
+        try:
+            index = self._indices.get((i, shard))
+            if index is None:
+                index = self._indices[(i, shard)] = self._read_index(fd, path, per)
+            offset, length = (int(v) for v in index[slot])
+            if offset == length == self._MISSING:
+                return out
+            frame = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        # blosc1 header: uncompressed bytes at 4, compressed bytes at 12 (uint32 LE)
+        nbytes, cbytes = (np.frombuffer(frame[:16], "<u4")[[1, 3]] if len(frame) >= 16 else (-1, -1))
+        if len(frame) != length or nbytes != out.nbytes or cbytes != length:
+            raise StoreError(f"{path}: chunk {slot} is damaged (a blosc frame of {length} bytes for "
+                             f"{out.nbytes} was expected); rebuild the store")
+        import numcodecs
+
+        numcodecs.Blosc().decode(frame, out=out)
+        return out
+
+    @staticmethod
+    def _read_index(fd: int, path: Path, per: int) -> np.ndarray:
+        import google_crc32c
+
+        size = 16 * per + 4
+        end = os.fstat(fd).st_size
+        raw = os.pread(fd, size, end - size) if end >= size else b""
+        if len(raw) != size or google_crc32c.value(raw[:-4]) != int(np.frombuffer(raw[-4:], "<u4")[0]):
+            raise StoreError(f"{path}: the shard index is damaged (size or CRC32C check failed); rebuild the store")
+        return np.frombuffer(raw[:-4], "<u8").reshape(per, 2)
 
 
 def _all_zero(chunk: np.ndarray) -> bool:

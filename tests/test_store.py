@@ -115,3 +115,63 @@ def test_whole_shard_writer_takes_full_blosc_shards_only(tmp_path):
     assert not store._write_whole_shard(group["hdr"], 2, hdr[16:20])  # the short last shard: zarr writes it
     group, _ = store.create_arrays(tmp_path / "zstd", 20, 16, 8, "zstd")
     assert not store._write_whole_shard(group["ldr"], 0, ldr[:8])
+
+
+def _zarr_pairs(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    import zarr
+
+    g = zarr.open_group(str(root), mode="r")
+    return g["ldr"][:], g["hdr"][:]
+
+
+def _check_reader_matches_zarr(root: Path, direct: bool) -> None:
+    import zarr
+
+    ldr, hdr = _zarr_pairs(root)
+    reader = store.PairReader(zarr.open_group(str(root), mode="r"))
+    assert [d is not None for d in reader._direct] == [direct, direct]
+    for k in np.random.default_rng(3).permutation(len(ldr)):  # random order: indices cached out of order
+        got_l, got_h = reader.read(k)
+        assert got_l.dtype == np.uint8 and got_h.dtype == np.float16
+        assert np.array_equal(got_l, ldr[k]), k
+        assert np.array_equal(got_h.view(np.uint16), hdr[k].view(np.uint16)), k
+        got_l[:] = 1  # writable and not shared with the next read
+    with pytest.raises(IndexError):
+        reader.read(len(ldr))
+
+
+def test_pair_reader_matches_zarr_on_a_built_store(smoke_store):
+    _check_reader_matches_zarr(smoke_store, direct=True)
+
+
+@pytest.mark.parametrize("compressor", ["blosc-zstd", "zstd"])
+def test_pair_reader_zero_pair_short_last_shard_and_fallback(smoke_store, tmp_path, compressor):
+    ldr, hdr = _zarr_pairs(smoke_store)
+    n, per = len(ldr) - 1, 4  # n not a multiple of per: the last shard is short
+    assert n % per
+    ldr, hdr = ldr[:n].copy(), hdr[:n].copy()
+    ldr[1] = 0  # an all-zero pair: its chunks are left out of the shard
+    hdr[1] = 0
+    group, _ = store.create_arrays(tmp_path / "s.zarr", n, ldr.shape[1], per, compressor)
+    for start in range(0, n, per):
+        store.write_pairs(group, start, ldr[start:start + per], hdr[start:start + per])
+    _check_reader_matches_zarr(tmp_path / "s.zarr", direct=compressor == "blosc-zstd")
+    assert np.array_equal(_zarr_pairs(tmp_path / "s.zarr")[0], ldr)
+
+
+def test_pair_reader_reads_a_missing_shard_as_zero_and_refuses_a_damaged_index(tmp_path):
+    import zarr
+
+    ldr, hdr = _pairs(8, 16, np.random.default_rng(9))
+    group, _ = store.create_arrays(tmp_path / "s.zarr", 8, 16, 4)
+    store.write_pairs(group, 4, ldr[4:], hdr[4:])  # shard 0 never written
+    reader = store.PairReader(zarr.open_group(str(tmp_path / "s.zarr"), mode="r"))
+    assert not reader.read(0)[0].any() and not reader.read(3)[1].any()
+    assert np.array_equal(reader.read(5)[0], ldr[5])
+    shard = tmp_path / "s.zarr" / "hdr" / "c" / "1" / "0" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[-10] ^= 1  # one bit of the index
+    shard.write_bytes(bytes(raw))
+    reader = store.PairReader(zarr.open_group(str(tmp_path / "s.zarr"), mode="r"))
+    with pytest.raises(StoreError, match="index is damaged"):
+        reader.read(6)

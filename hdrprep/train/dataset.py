@@ -164,47 +164,38 @@ class PairDataset(torch.utils.data.Dataset):
         # workers and the main process never contend through torch's intra-op thread pool
         levels = torch.arange(256, dtype=torch.float32) / 255.0
         self._mask_lut = soft_mask(levels, info.mask_alpha).numpy()
-        self._arrays = None
+        self._reader = None
         self._pid = None
 
     def __len__(self) -> int:
         return self.info.n_pairs
 
     def _open(self):
-        if self._pid != os.getpid():
-            import zarr.api.asynchronous as za
-            from zarr.core.sync import sync
+        if self._pid != os.getpid():  # each DataLoader worker opens its own reader
+            import zarr
 
-            group = sync(za.open_group(str(self.info.path), mode="r"))
-            self._arrays = (sync(group.getitem("ldr")), sync(group.getitem("hdr")))
+            from hdrprep.store import PairReader
+
+            self._reader = PairReader(zarr.open_group(str(self.info.path), mode="r"))
             self._pid = os.getpid()
-        return self._arrays
+        return self._reader
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_arrays"], state["_pid"] = None, None
+        state["_reader"], state["_pid"] = None, None
         return state
 
     def __getitem__(self, key):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys):
-        """Read several items at once: all their chunks are fetched and decoded concurrently."""
-        import asyncio
-
-        from zarr.core.sync import sync
-
+        """Read several items at once; a pair asked for twice is read once."""
         keys = [(int(k), 0, 0) if np.isscalar(k) else tuple(int(v) for v in k) for k in keys]
         rows = sorted({k[0] for k in keys})
         if rows[0] < 0 or rows[-1] >= self.info.n_pairs:
             raise IndexError(f"row out of range 0..{self.info.n_pairs - 1}: {rows}")
-        arrays = self._open()
-
-        async def fetch():
-            return await asyncio.gather(*(a.getitem(r) for r in rows for a in arrays))
-
-        got = sync(fetch())
-        pairs = {r: (got[2 * i], got[2 * i + 1]) for i, r in enumerate(rows)}
+        reader = self._open()
+        pairs = {r: reader.read(r) for r in rows}
         items = []
         for row, fh, fv in keys:
             ldr, hdr = pairs[row]
