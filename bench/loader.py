@@ -4,7 +4,8 @@
 
 Builds a temporary store in the format-1 layout (blosc-zstd level 1, 16 pairs per
 shard, textured content like tests/test_train_store.py), then:
-1. reference: one pair at a time with plain ``zarr`` indexing (ldr[r], hdr[r]) in the main process;
+1. reference: one pair at a time with plain ``zarr`` indexing (ldr[r], hdr[r]) in the main process,
+   against ``hdrprep.store.PairReader.read(r)`` (direct shard reads, what ``PairDataset`` uses);
 2. ``PairDataset`` + ``StreamSampler`` (random order, flips) through a DataLoader, batch 4,
    with 0, 1 and 2 workers (goal: >= 200 pairs/s per worker process), items as float32
    (ldr, hdr, mask) and as compact uint8/float16 expanded in the main process (``expand_batch``,
@@ -78,6 +79,19 @@ def bench_reference(path: Path, count: int) -> tuple[float, float]:
     return count / (time.perf_counter() - t), count / (cpu_seconds() - c)
 
 
+def bench_reader(path: Path, count: int) -> tuple[float, float]:
+    import zarr
+
+    from hdrprep.store import PairReader
+
+    reader = PairReader(zarr.open_group(str(path), mode="r"))
+    rows = np.random.default_rng(1).integers(0, len(reader), count)
+    t, c = time.perf_counter(), cpu_seconds()
+    for r in rows:
+        reader.read(r)
+    return count / (time.perf_counter() - t), count / (cpu_seconds() - c)
+
+
 def bench_loader(path: Path, workers: int, count: int, compact: bool, batch: int = 4) -> tuple[float, float]:
     from hdrprep.train.dataset import PairDataset, StreamSampler, expand_batch, make_loader, read_store_info
 
@@ -143,6 +157,8 @@ def main() -> None:
         print("of a quiet machine would give; this one may be shared)")
         print(f"\n{'reader':<34}{'pairs/s':>9}{'per worker':>12}{'per CPU-s':>11}{'vs ref':>8}")
         print(f"{'reference: zarr ldr[r], hdr[r]':<34}{ref:>9.1f}{ref:>12.1f}{ref_cpu:>11.1f}{1.0:>8.2f}")
+        rate, cpu = bench_reader(tmp / "bench.zarr", args.count)
+        print(f"{'PairReader.read(r)':<34}{rate:>9.1f}{rate:>12.1f}{cpu:>11.1f}{rate / ref:>8.2f}")
         for compact in (False, True):
             for w in (0, 1, 2):
                 rate, cpu = bench_loader(tmp / "bench.zarr", w, args.count, compact)
