@@ -545,8 +545,11 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
                   frames_skipped=len(skipped), skipped_reasons=reasons,
                   candidates=0 if candidates is None else candidates.num_rows, kept=n,
                   hdr_clamped_values=int(sum(clamped)))
+    from hdrprep import camera
+
     attrs = dict(format_version=store.FORMAT_VERSION, complete=True, package_version=__version__,
-                 seed=config.seed, config=config.to_dict(), sources=records + bad_entries, counts=counts)
+                 camera_version=camera.RENDER_VERSION, seed=config.seed, config=config.to_dict(),
+                 sources=records + bad_entries, counts=counts)
     group = zarr.open_group(str(out), mode="r+")
     group.attrs[store.ATTR] = attrs
 

@@ -76,9 +76,13 @@ __all__ = [
     "standard_normal",
     "soft_mask",
     "CURVES",
+    "RENDER_VERSION",
 ]
 
 CURVES = ("sigmoid", "gamma", "table", "linear")
+#: Version of what :func:`render` makes of given parameters. Bump it whenever the output for
+#: the same window and parameters changes; stores record it, so re-rendering can tell.
+RENDER_VERSION = 1
 _SEED_LIMIT = 2**63
 
 

@@ -277,6 +277,10 @@ def render_pair_from_index(root: str | Path, src: str | Path, k: int,
     from hdrprep.config import Config
 
     group, index, attrs = store.open_store(root)
+    if attrs.get("camera_version") != camera.RENDER_VERSION:
+        raise StoreError(f"{root} was built by a camera of version {attrs.get('camera_version')!r}; this hdrprep "
+                         f"renders version {camera.RENDER_VERSION}, so its pairs cannot be compared. Use the "
+                         f"hdrprep version that built the store ({attrs.get('package_version')})")
     n = index.num_rows
     if not 0 <= k < n:
         raise ConfigError(f"--pair {k}: the store {root} has pairs 0..{n - 1}")

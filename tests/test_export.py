@@ -182,3 +182,18 @@ def test_render_refuses_a_changed_or_missing_frame(built, frames, stored, tmp_pa
         export.render_pair_from_index(built, src, 0)
     with pytest.raises(ConfigError, match="has pairs 0.."):
         export.render_pair_from_index(built, frames, len(index))
+
+
+def test_render_refuses_a_store_of_another_camera_version(built, frames, tmp_path):
+    import json
+
+    from hdrprep import camera
+
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(built, copy)
+    meta = json.loads((copy / "zarr.json").read_text())
+    assert meta["attributes"]["hdrprep"]["camera_version"] == camera.RENDER_VERSION
+    meta["attributes"]["hdrprep"]["camera_version"] = camera.RENDER_VERSION + 1
+    (copy / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="camera of version"):
+        export.render_pair_from_index(copy, frames, 0)
