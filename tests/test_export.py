@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,19 +26,9 @@ JPEG_MAX_ERROR = 6
 
 
 @pytest.fixture(scope="module")
-def frames(smoke_frames) -> Path:
-    return smoke_frames
-
-
-@pytest.fixture(scope="module")
-def built(smoke_store) -> Path:
-    return smoke_store
-
-
-@pytest.fixture(scope="module")
-def stored(built):
-    group = zarr.open_group(str(built), mode="r")
-    return group["ldr"][:], group["hdr"][:], pq.read_table(built / store.INDEX_NAME)
+def stored(smoke_store):
+    group = zarr.open_group(str(smoke_store), mode="r")
+    return group["ldr"][:], group["hdr"][:], pq.read_table(smoke_store / store.INDEX_NAME)
 
 
 def _santos_load_training_pair(name_hdr, name_jpg):
@@ -53,10 +42,10 @@ def _santos_load_training_pair(name_hdr, name_jpg):
     return x, y
 
 
-def test_eilertsen_layout_round_trips(built, stored, tmp_path):
+def test_eilertsen_layout_round_trips(smoke_store, stored, tmp_path):
     ldr, hdr, index = stored
     out = tmp_path / "eil"
-    marker = export.export(built, out, format="eilertsen")
+    marker = export.export(smoke_store, out, format="eilertsen")
     n = len(ldr)
     assert marker["complete"] and marker["pairs"] == n
     assert json.loads((out / export.MARKER).read_text()) == marker
@@ -81,18 +70,18 @@ def test_eilertsen_layout_round_trips(built, stored, tmp_path):
     assert 0 < worst <= JPEG_MAX_ERROR  # JPEG re-compression is lossy (and RGB order right: else ~100s)
 
 
-def test_eilertsen_png_ldr_is_exact(built, stored, tmp_path):
+def test_eilertsen_png_ldr_is_exact(smoke_store, stored, tmp_path):
     ldr, _, _ = stored
-    marker = export.export(built, tmp_path / "eil", ldr_format="png")
+    marker = export.export(smoke_store, tmp_path / "eil", ldr_format="png")
     for k, name in enumerate(marker["names"]):
         x, _ = _santos_load_training_pair(tmp_path / "eil" / "bin" / f"{name}.bin",
                                           tmp_path / "eil" / "jpg" / f"{name}.png")
         np.testing.assert_array_equal(np.rint(x * 255).astype(np.uint8), ldr[k])
 
 
-def test_exr_png_round_trips_exactly(built, stored, tmp_path):
+def test_exr_png_round_trips_exactly(smoke_store, stored, tmp_path):
     ldr, hdr, _ = stored
-    marker = export.export(built, tmp_path / "ep", format="exr-png")
+    marker = export.export(smoke_store, tmp_path / "ep", format="exr-png")
     for k, name in enumerate(marker["names"]):
         with OpenEXR.File(str(tmp_path / "ep" / "exr" / f"{name}.exr")) as f:
             rgb = f.channels()["RGB"].pixels
@@ -102,34 +91,34 @@ def test_exr_png_round_trips_exactly(built, stored, tmp_path):
         np.testing.assert_array_equal(png[..., ::-1], ldr[k])
 
 
-def test_export_refuses_foreign_and_overlapping_folders(built, tmp_path):
+def test_export_refuses_foreign_and_overlapping_folders(smoke_store, tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not an hdrprep export"):
-        export.export(built, foreign)
+        export.export(smoke_store, foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     with pytest.raises(ConfigError, match="overlaps the store"):
-        export.export(built, built / "exported")
+        export.export(smoke_store, smoke_store / "exported")
     with pytest.raises(ConfigError, match="choose one of"):
-        export.export(built, tmp_path / "x", format="hdf5")
+        export.export(smoke_store, tmp_path / "x", format="hdf5")
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="not a folder"):
-        export.export(built, tmp_path / "file")
+        export.export(smoke_store, tmp_path / "file")
 
 
-def test_reexport_replaces_its_own_files_only(built, tmp_path):
+def test_reexport_replaces_its_own_files_only(smoke_store, tmp_path):
     out = tmp_path / "eil"
-    first = export.export(built, out)
+    first = export.export(smoke_store, out)
     stale = out / "bin" / "im_999999_000000.bin"
     stale.write_bytes(b"old")
     keep = out / "bin" / "README"
     keep.write_text("user file")
-    second = export.export(built, out)
+    second = export.export(smoke_store, out)
     assert second["names"] == first["names"]
     assert not stale.exists() and keep.exists()
     with pytest.raises(ConfigError, match="'eilertsen' export"):
-        export.export(built, out, format="exr-png")
+        export.export(smoke_store, out, format="exr-png")
 
 
 def test_read_bin_rejects_a_truncated_file(tmp_path):
@@ -142,10 +131,10 @@ def test_read_bin_rejects_a_truncated_file(tmp_path):
         export.read_bin(tmp_path / "b.bin")
 
 
-def test_render_regenerates_every_pair_from_its_index_row(built, frames, stored, tmp_path):
+def test_render_regenerates_every_pair_from_its_index_row(smoke_store, smoke_frames, stored, tmp_path):
     ldr, hdr, index = stored
     for k in range(len(ldr)):
-        got_ldr, got_hdr, equal = export.render_pair_from_index(built, frames, k, tmp_path / "r")
+        got_ldr, got_hdr, equal = export.render_pair_from_index(smoke_store, smoke_frames, k, tmp_path / "r")
         assert equal
         np.testing.assert_array_equal(got_ldr, ldr[k])
         np.testing.assert_array_equal(got_hdr.view(np.uint16), hdr[k].view(np.uint16))
@@ -155,45 +144,45 @@ def test_render_regenerates_every_pair_from_its_index_row(built, frames, stored,
     np.testing.assert_array_equal(png[..., ::-1], ldr[0])
 
 
-def test_render_detects_a_wrong_recipe(built, frames, tmp_path):
+def test_render_detects_a_wrong_recipe(smoke_store, smoke_frames, tmp_path):
     """Change one camera parameter of pair 0 in a copy of the store: the re-render must differ."""
     copy = tmp_path / "copy.zarr"
-    shutil.copytree(built, copy)
+    shutil.copytree(smoke_store, copy)
     index = pq.read_table(copy / store.INDEX_NAME)
     seeds = index["noise_seed"].to_pylist()
     seeds[0] += 1
     index = index.set_column(index.column_names.index("noise_seed"), "noise_seed", pa.array(seeds, pa.int64()))
     pq.write_table(index, copy / store.INDEX_NAME)
-    assert not export.render_pair_from_index(copy, frames, 0)[2]
-    assert export.render_pair_from_index(copy, frames, 1)[2]
+    assert not export.render_pair_from_index(copy, smoke_frames, 0)[2]
+    assert export.render_pair_from_index(copy, smoke_frames, 1)[2]
 
 
-def test_render_refuses_a_changed_or_missing_frame(built, frames, stored, tmp_path):
+def test_render_refuses_a_changed_or_missing_frame(smoke_store, smoke_frames, stored, tmp_path):
     _, _, index = stored
     src = tmp_path / "src"
-    shutil.copytree(frames, src)
+    shutil.copytree(smoke_frames, src)
     key = index["source"][0].as_py()
     with open(src / key, "ab") as f:
         f.write(b"\0")
     with pytest.raises(StoreError, match="bytes differ"):
-        export.render_pair_from_index(built, src, 0)
+        export.render_pair_from_index(smoke_store, src, 0)
     (src / key).unlink()
     with pytest.raises(StoreError, match="is not there"):
-        export.render_pair_from_index(built, src, 0)
+        export.render_pair_from_index(smoke_store, src, 0)
     with pytest.raises(ConfigError, match="has pairs 0.."):
-        export.render_pair_from_index(built, frames, len(index))
+        export.render_pair_from_index(smoke_store, smoke_frames, len(index))
 
 
-def test_render_refuses_a_store_of_another_camera_version(built, frames, tmp_path):
+def test_render_refuses_a_store_of_another_camera_version(smoke_store, smoke_frames, tmp_path):
     import json
 
     from hdrprep import camera
 
     copy = tmp_path / "s.zarr"
-    shutil.copytree(built, copy)
+    shutil.copytree(smoke_store, copy)
     meta = json.loads((copy / "zarr.json").read_text())
     assert meta["attributes"]["hdrprep"]["camera_version"] == camera.RENDER_VERSION
     meta["attributes"]["hdrprep"]["camera_version"] = camera.RENDER_VERSION + 1
     (copy / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(StoreError, match="camera of version"):
-        export.render_pair_from_index(copy, frames, 0)
+        export.render_pair_from_index(copy, smoke_frames, 0)

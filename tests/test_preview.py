@@ -20,16 +20,6 @@ SMOKE = load_preset("smoke")
 THUMB = 64
 
 
-@pytest.fixture(scope="module")
-def frames(smoke_frames) -> Path:
-    return smoke_frames
-
-
-@pytest.fixture(scope="module")
-def built(smoke_store) -> Path:
-    return smoke_store
-
-
 def _read(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert img is not None, f"{path} is not a readable image"
@@ -47,47 +37,47 @@ def _thumb(ldr: np.ndarray) -> np.ndarray:
     return cv2.resize(ldr, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
 
-def test_contact_sheet_shows_the_best_pairs_in_order(built, tmp_path):
-    group = zarr.open_group(str(built), mode="r")
-    index = pq.read_table(built / store.INDEX_NAME)
+def test_contact_sheet_shows_the_best_pairs_in_order(smoke_store, tmp_path):
+    group = zarr.open_group(str(smoke_store), mode="r")
+    index = pq.read_table(smoke_store / store.INDEX_NAME)
     order = np.argsort(-index["score"].to_numpy(), kind="stable")
-    out = preview.contact_sheet(built, tmp_path / "s.png", n=6, thumb=THUMB)
+    out = preview.contact_sheet(smoke_store, tmp_path / "s.png", n=6, thumb=THUMB)
     sheet = _read(out)
     assert sheet.shape == (2 * (THUMB + 24), 4 * (3 * THUMB + 8), 3)
     for k in range(6):
         np.testing.assert_array_equal(_tile_ldr(sheet, k, 4), _thumb(group["ldr"][int(order[k])]))
 
 
-def test_contact_sheet_source_filter(built, tmp_path):
-    group = zarr.open_group(str(built), mode="r")
-    index = pq.read_table(built / store.INDEX_NAME)
+def test_contact_sheet_source_filter(smoke_store, tmp_path):
+    group = zarr.open_group(str(smoke_store), mode="r")
+    index = pq.read_table(smoke_store / store.INDEX_NAME)
     key = index["source"][0].as_py()
     mine = np.flatnonzero(np.array(index["source"].to_pylist()) == key)
-    sheet = _read(preview.contact_sheet(built, tmp_path / "s.png", n=64, sort="random", thumb=THUMB,
+    sheet = _read(preview.contact_sheet(smoke_store, tmp_path / "s.png", n=64, sort="random", thumb=THUMB,
                                         source=key))
     cols = min(4, len(mine))
     assert sheet.shape[0] == -(-len(mine) // cols) * (THUMB + 24)
     for k, i in enumerate(mine):  # random sort shows the sample in pair order
         np.testing.assert_array_equal(_tile_ldr(sheet, k, cols), _thumb(group["ldr"][int(i)]))
     # a glob names the same frame
-    again = _read(preview.contact_sheet(built, tmp_path / "g.png", n=64, sort="random", thumb=THUMB,
+    again = _read(preview.contact_sheet(smoke_store, tmp_path / "g.png", n=64, sort="random", thumb=THUMB,
                                         source="*" + key[-7:]))
     np.testing.assert_array_equal(again, sheet)
 
 
-def test_contact_sheet_bad_arguments(built, tmp_path):
+def test_contact_sheet_bad_arguments(smoke_store, tmp_path):
     with pytest.raises(ConfigError, match="matches none of the 2 frames with pairs: synth_000.exr, synth_001.exr"):
-        preview.contact_sheet(built, tmp_path / "s.png", source="nope.exr")
+        preview.contact_sheet(smoke_store, tmp_path / "s.png", source="nope.exr")
     with pytest.raises(ConfigError, match="choose 'score' or 'random'"):
-        preview.contact_sheet(built, tmp_path / "s.png", sort="best")
+        preview.contact_sheet(smoke_store, tmp_path / "s.png", sort="best")
     assert not (tmp_path / "s.png").exists()
 
 
-def test_candidates_sheet_draws_windows_and_renders_candidates(built, frames, tmp_path):
-    cand = pq.read_table(built / store.CANDIDATES_NAME)
+def test_candidates_sheet_draws_windows_and_renders_candidates(smoke_store, smoke_frames, tmp_path):
+    cand = pq.read_table(smoke_store / store.CANDIDATES_NAME)
     key = cand["source"][0].as_py()
     rows = cand.filter(pc.equal(cand["source"], key)).to_pylist()
-    sheet = _read(preview.candidates_sheet(built, frames, key, tmp_path / "c.png", thumb=THUMB))
+    sheet = _read(preview.candidates_sheet(smoke_store, smoke_frames, key, tmp_path / "c.png", thumb=THUMB))
     header, label_h, title_h = 22, 14, 24
     frame_region = sheet[header:header + 256, :384]
     kept = [r for r in rows if r["kept"]]
@@ -101,22 +91,22 @@ def test_candidates_sheet_draws_windows_and_renders_candidates(built, frames, tm
     assert (count(preview._DISCARDED) > 0) == bool(discarded)
     # the first kept thumbnail is the re-render of the best kept candidate: it equals the stored pair
     best = max(kept, key=lambda r: r["score"])
-    index = pq.read_table(built / store.INDEX_NAME)
+    index = pq.read_table(smoke_store / store.INDEX_NAME)
     pair = index.filter(pc.and_(pc.equal(index["source"], key),
                                 pc.equal(index["candidate"], best["candidate"])))["pair"][0].as_py()
-    ldr = zarr.open_group(str(built), mode="r")["ldr"][pair]
+    ldr = zarr.open_group(str(smoke_store), mode="r")["ldr"][pair]
     y, x = header + title_h + label_h, 384 + 8
     inner = sheet[y + 2:y + THUMB - 2, x + 2:x + THUMB - 2]  # inside the 2-pixel coloured border
     np.testing.assert_array_equal(inner, _thumb(ldr)[2:-2, 2:-2])
 
 
-def test_candidates_sheet_needs_one_frame(built, frames, tmp_path):
+def test_candidates_sheet_needs_one_frame(smoke_store, smoke_frames, tmp_path):
     with pytest.raises(ConfigError, match="names 2 frames"):
-        preview.candidates_sheet(built, frames, "*.exr", tmp_path / "c.png")
+        preview.candidates_sheet(smoke_store, smoke_frames, "*.exr", tmp_path / "c.png")
 
 
-def test_plots_are_written(built, tmp_path):
-    paths = preview.plots(built, tmp_path / "plots")
+def test_plots_are_written(smoke_store, tmp_path):
+    paths = preview.plots(smoke_store, tmp_path / "plots")
     assert [p.name for p in paths] == ["scores.png", "saturation.png", "curves.png"]
     shapes = [_read(p).shape for p in paths]
     assert shapes == [(400, 700, 3), (400, 700, 3), (500, 600, 3)]
@@ -124,7 +114,7 @@ def test_plots_are_written(built, tmp_path):
         assert _read(p).std() > 10  # not a blank canvas
 
 
-def test_plots_without_matplotlib_say_how_to_install_it(built, tmp_path, monkeypatch):
+def test_plots_without_matplotlib_say_how_to_install_it(smoke_store, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes the import fail
     with pytest.raises(HdrprepError, match=r"pip install 'hdrprep\[plots\]'"):
-        preview.plots(built, tmp_path / "plots")
+        preview.plots(smoke_store, tmp_path / "plots")
