@@ -259,3 +259,30 @@ def render_window(hdr, exposure, jitter, hue6, sat, sigma, k1, k2, main, tail, t
             lrow[x, c_r] = _level(red[x] + noise[3 * x], thresholds, start)
             lrow[x, 1] = _level(green[x] + noise[3 * x + 1], thresholds, start)
             lrow[x, c_b] = _level(blue[x] + noise[3 * x + 2], thresholds, start)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def base_levels(hdr, exposure, thresholds, start, vmin, ldr):
+    """Levels at or above ``vmin`` of the deterministic camera (exposure, clip, curve, quantisation).
+
+    Writes ``ldr[y, x, c]`` = the level of ``exposure * hdr[y, x, c]`` where it is
+    >= ``vmin``, else 0, and returns the number of pixels with such a channel.
+    The arithmetic of each value is :func:`render_window`'s without jitter and
+    noise; only values at or above ``thresholds[vmin - 1]`` are looked up.
+    """
+    h, w = hdr.shape[0], hdr.shape[1]
+    tv = thresholds[vmin - 1]
+    count = 0
+    for y in range(h):
+        lrow = ldr[y]
+        for x in range(w):
+            hit = False
+            for c in range(3):
+                v = hdr[y, x, c] * exposure
+                if v >= tv:
+                    lrow[x, c] = _level(v, thresholds, start)
+                    hit = True
+                else:
+                    lrow[x, c] = 0
+            count += hit
+    return count

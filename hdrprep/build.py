@@ -503,6 +503,9 @@ def _select(candidates, config: Config):
                          candidates["source"].to_numpy(zero_copy_only=False),
                          candidates["candidate"].to_numpy(), config.select)
     kept = candidates.filter(pa.array(keep))
+    if not all(kept["rendered"].to_pylist()):
+        # only possible if select and pairs.score_frame disagree on the prescreen bar
+        raise AssertionError("a kept candidate was scored on the prescreen only; report this as a bug")
     pair = np.arange(kept.num_rows, dtype=np.int64)
     return kept.add_column(0, "pair", pa.array(pair)).append_column(
         "shard", pa.array(pair // config.output.pairs_per_shard))

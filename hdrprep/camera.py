@@ -75,6 +75,7 @@ __all__ = [
     "level_thresholds",
     "standard_normal",
     "soft_mask",
+    "saturation_levels",
     "CURVES",
     "RENDER_VERSION",
 ]
@@ -593,6 +594,55 @@ def _jpeg(bgr: np.ndarray, quality: int) -> np.ndarray:
     if _IMREAD_RGB is not None:
         return cv2.imdecode(buf, _IMREAD_RGB)
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def saturation_levels(hdr: np.ndarray, params: CameraParams, alpha: float,
+                      curves: CurveTable | None = None) -> tuple[np.ndarray, float]:
+    """The saturated part of the deterministic camera's LDR: a cheap stand-in for :func:`render`'s mask.
+
+    Runs exposure, clip, curve and 8-bit quantisation only (no colour jitter,
+    noise or JPEG), and keeps only the levels at which :func:`soft_mask` is
+    below 1; every other value is 0, which the mask also maps to 1. About a
+    tenth of :func:`render`'s cost: the build scores every candidate on this and
+    renders the full camera only for the promising ones (``metric.prescreen_margin``).
+
+    Parameters
+    ----------
+    hdr : ndarray, shape (h, w, 3)
+        Scene-linear window, not yet exposed; converted to float32.
+    params : CameraParams
+        Only the exposure and the curve are used.
+    alpha : float
+        Soft-mask threshold in (0, 1).
+
+    Returns
+    -------
+    ldr : ndarray, uint8, shape (h, w, 3)
+        ``soft_mask(ldr, alpha)`` equals the soft mask of the deterministic camera's LDR.
+    saturated_fraction : float
+        Share of pixels with a channel whose mask is below 1, in [0, 1].
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"saturation_levels: alpha={alpha!r} must be in (0, 1); the paper uses 0.96")
+    hdr = np.asarray(hdr)
+    if hdr.ndim != 3 or hdr.shape[2] != 3 or hdr.shape[0] == 0 or hdr.shape[1] == 0:
+        raise ValueError(f"saturation_levels: hdr must be an (h, w, 3) RGB array, got shape {hdr.shape}")
+    if hdr.dtype != np.float32:
+        hdr = hdr.astype(np.float32)
+    k = _kernels()
+    thresholds = level_thresholds(params, curves)
+    start = np.empty(k.LEVEL_BINS, np.uint8)
+    k.level_table(thresholds, start)
+    vmin = _first_unmasked_level(alpha)
+    ldr = np.empty(hdr.shape, np.uint8)
+    count = k.base_levels(hdr, np.float32(params.exposure), thresholds, start, vmin, ldr)
+    return ldr, count / (hdr.shape[0] * hdr.shape[1])
+
+
+@functools.lru_cache(maxsize=8)
+def _first_unmasked_level(alpha: float) -> int:
+    """The lowest 8-bit level whose soft mask is below 1 (in 1..255 for alpha in (0, 1))."""
+    return int(np.flatnonzero(soft_mask(np.arange(256, dtype=np.uint8), alpha) < 1)[0])
 
 
 def soft_mask(ldr: np.ndarray, alpha: float) -> np.ndarray:

@@ -10,7 +10,7 @@ frame's key (its path relative to ``--src``), never on task order or worker
 count. Candidate ``j`` of a frame gets its own child stream, so its camera
 parameters do not depend on how many other candidates were drawn.
 
-Score of a candidate: Santos Algorithm 1 on the stored pair itself, H = the
+Score of a candidate (every kept pair's): Santos Algorithm 1 on the stored pair itself, H = the
 HDR target (exposure times the window, after the colour jitter) and M = the soft
 mask of the final LDR (after noise, jitter and JPEG), so anyone can recompute it
 from the store. The camera's colour jitter keeps each pixel's gray, so with one
@@ -31,7 +31,8 @@ from hdrprep.config import Config
 __all__ = ["frame_seed", "sample_windows", "render_pair", "score_frame", "CANDIDATE_COLUMNS"]
 
 #: Columns of a candidate table besides the camera parameters.
-CANDIDATE_COLUMNS = ("source", "candidate", "row", "col", "size", "score", "saturated_fraction", "seed")
+CANDIDATE_COLUMNS = ("source", "candidate", "row", "col", "size", "score", "saturated_fraction", "rendered",
+                     "seed")
 
 
 def frame_seed(seed: int, key: str) -> np.random.SeedSequence:
@@ -114,6 +115,13 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
                 curves: camera.CurveTable | None = None) -> dict[str, list]:
     """Sample, render and score every candidate window of one frame.
 
+    With ``metric.prescreen_margin`` set (and a plain score threshold), a
+    candidate is first scored on the deterministic camera's mask
+    (:func:`hdrprep.camera.saturation_levels`); the full camera is rendered and
+    scored only if that prescore is >= threshold - margin. Column ``rendered``
+    says which score a candidate has: True = on its final LDR (every kept pair),
+    False = the prescore (below the threshold by more than the margin).
+
     Parameters
     ----------
     frame : numpy.ndarray
@@ -132,29 +140,48 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
     from hdrprep import metric
 
     size = config.sampling.patch_size
+    alpha = config.camera.mask_alpha
     frame_q, windows, params = sample_windows(frame.shape[:2], key, config, curves)
     params = expose(frame, windows, params, frame_q, config)
-    scorer = None
+    margin = config.metric.prescreen_margin
+    if margin is not None and config.select.target_pairs is None and not config.select.keep_all:
+        bar = config.select.threshold - margin
+    else:
+        bar = None
+    frame_metric = None
+
+    def score_of(r, c, p, ldr, target=None):
+        """Algorithm 1 on window (r, c) with the mask of ``ldr``."""
+        nonlocal frame_metric
+        if config.camera.exposure_mode == "frame":
+            # the target's gray is exposure * gray(frame) for every candidate (the jitter keeps
+            # gray), so D and G are computed once per frame; windows only fix their borders
+            if frame_metric is None:
+                frame_metric = metric.FrameMetric(frame * np.float32(p.exposure), size, config.metric)
+            return frame_metric.score_ldr(r, c, ldr, alpha)
+        if target is None:
+            target = frame[r:r + size, c:c + size] * np.float32(p.exposure)
+        return metric.FrameMetric(target, size, config.metric).score_ldr(0, 0, ldr, alpha)
+
     cols: dict[str, list] = {c: [] for c in CANDIDATE_COLUMNS}
     for j, ((r, c), p) in enumerate(zip(windows, params)):
         r, c = int(r), int(c)
-        ldr, target = render_pair(frame, r, c, size, p, config, curves)
-        alpha = config.camera.mask_alpha
-        mask = camera.soft_mask(ldr, alpha)
-        if mask.min() == 1.0:
-            score = 0.0  # no saturated pixel: both normalisations give 0
-        elif config.camera.exposure_mode == "frame":
-            # the target's gray is exposure * gray(frame) (the jitter keeps gray): D and G once
-            # per frame, windows only fix their borders
-            if scorer is None:
-                scorer = metric.FrameMetric(frame * np.float32(p.exposure), size, config.metric)
-            score = scorer.score_ldr(r, c, ldr, alpha)
-        else:
-            score = metric.FrameMetric(target, size, config.metric).score_ldr(0, 0, ldr, alpha)
+        rendered = True
+        if bar is not None:
+            base, sat = camera.saturation_levels(frame[r:r + size, c:c + size], p, alpha, curves)
+            score = 0.0 if sat == 0 else score_of(r, c, p, base)
+            rendered = score >= bar
+        if rendered:
+            ldr, target = render_pair(frame, r, c, size, p, config, curves)
+            mask = camera.soft_mask(ldr, alpha)
+            sat = metric.saturated_fraction(mask)
+            # no saturated pixel: both normalisations give 0
+            score = 0.0 if sat == 0 else score_of(r, c, p, ldr, target)
         row = dict(source=key, candidate=j, row=r, col=c, size=size, score=float(score),
-                   saturated_fraction=float(metric.saturated_fraction(mask)), seed=config.seed)
+                   saturated_fraction=float(sat), rendered=rendered, seed=config.seed)
         for name in CANDIDATE_COLUMNS:
             cols[name].append(row[name])
         for name, value in p.to_dict().items():
             cols.setdefault(name, []).append(value)
     return cols
+

@@ -11,7 +11,7 @@ from scipy import stats
 
 from conftest import HDR_DIR
 from hdrprep.camera import (CameraParams, CurveTable, apply_curve, exposure_for, level_thresholds, render,
-                            sample_params, soft_mask, standard_normal)
+                            sample_params, saturation_levels, soft_mask, standard_normal)
 from hdrprep.config import CameraConfig
 from hdrprep.errors import ConfigError
 
@@ -651,3 +651,32 @@ def test_render_handles_non_finite_values_without_crashing():
     p = _curve_params("sigmoid", curve_n=0.9, curve_sigma=0.6, hue_shift=5.0, noise_sigma=0.01, jpeg_quality=0)
     ldr, _ = render(hdr, p, cfg)
     assert ldr.shape == hdr.shape and ldr.dtype == np.uint8
+
+
+# ---------------------------------------------------------------- prescreen mask
+
+@pytest.mark.parametrize("curve", ["sigmoid", "gamma", "linear", "table"])
+@pytest.mark.parametrize("alpha", [0.96, 0.5])
+def test_saturation_levels_give_the_deterministic_cameras_mask(curve, alpha, windows, table):
+    cfg = CameraConfig(curve=curve, table_path="dorf.txt" if curve == "table" else None, **ALL_OFF)
+    curves = table if curve == "table" else None
+    rng = np.random.default_rng(11)
+    for hdr in windows:
+        for q in (0.5, 0.9):
+            p = dataclasses.replace(sample_params(rng, cfg, curves=curves), clip_quantile=q)
+            p = _exposed(hdr, p)
+            ldr, _ = render(hdr, p, cfg, curves)
+            levels, sat = saturation_levels(hdr, p, alpha, curves)
+            ref = soft_mask(ldr, alpha)
+            np.testing.assert_array_equal(soft_mask(levels, alpha), ref)
+            # where the mask is below 1 the levels are the camera's own
+            np.testing.assert_array_equal(levels[ref < 1], ldr[ref < 1])
+            assert sat == np.any(ref < 1, axis=2).mean()
+
+
+def test_saturation_levels_rejects_bad_input():
+    p = sample_params(np.random.default_rng(0), CameraConfig(**ALL_OFF))
+    with pytest.raises(ValueError, match="alpha"):
+        saturation_levels(np.ones((4, 4, 3), np.float32), p, 1.0)
+    with pytest.raises(ValueError, match="RGB"):
+        saturation_levels(np.ones((4, 4), np.float32), p, 0.96)
