@@ -6,10 +6,12 @@ Builds a temporary store in the format-1 layout (blosc-zstd level 1, 16 pairs pe
 shard, textured content like tests/test_train_store.py), then:
 1. reference: one pair at a time with plain ``zarr`` indexing (ldr[r], hdr[r]) in the main process,
    against ``hdrprep.store.PairReader.read(r)`` (direct shard reads, what ``PairDataset`` uses);
-2. ``PairDataset`` + ``StreamSampler`` (random order, flips) through a DataLoader, batch 4,
-   with 0, 1 and 2 workers (goal: >= 200 pairs/s per worker process), items as float32
-   (ldr, hdr, mask) and as compact uint8/float16 expanded in the main process (``expand_batch``,
-   the trainer's path; on a GPU the expansion would run on the device);
+2. ``PairDataset`` + ``StreamSampler`` (random order, flips) through ``make_loader``, batch 4,
+   with 0, 1 and 2 workers (goal: >= 200 pairs/s per worker process): batches of float32
+   (ldr, hdr, mask); compact uint8/float16 batches as delivered (the trainer's path, whose
+   ``expand_batch`` runs on the training device); the same expanded on this CPU in the main
+   process (which then competes with the workers for the cores); and, for comparison, the
+   previous per-item path (one ``dataset[key]`` per pair, torch's default collation);
 3. full Santos model (width 64, depth 7) on 512x512 at batch 4, perceptual loss with a
    randomly initialised VGG-19 loaded from a file: seconds per training step on CPU.
 """
@@ -92,17 +94,28 @@ def bench_reader(path: Path, count: int) -> tuple[float, float]:
     return count / (time.perf_counter() - t), count / (cpu_seconds() - c)
 
 
-def bench_loader(path: Path, workers: int, count: int, compact: bool, batch: int = 4) -> tuple[float, float]:
+def _per_item_loader(dataset, sampler, batch: int, workers: int):
+    """The previous path, for comparison: one key per __getitem__, torch's default collation."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
+                                       prefetch_factor=4 if workers else None)
+
+
+def bench_loader(path: Path, workers: int, count: int, compact: bool, expand: bool, per_item: bool = False,
+                 batch: int = 4) -> tuple[float, float]:
     from hdrprep.train.dataset import PairDataset, StreamSampler, expand_batch, make_loader, read_store_info
 
     info = read_store_info(path)
     sampler = StreamSampler(np.arange(info.n_pairs), seed=0, start=0, count=count + 4 * batch)
     c = cpu_seconds()
-    it = iter(make_loader(PairDataset(info, compact=compact), sampler, batch, num_workers=workers))
+    build = _per_item_loader if per_item else make_loader
+    it = iter(build(PairDataset(info, compact=compact), sampler, batch, workers))
     for _ in range(4):  # warm-up: worker start and first chunk reads
         next(it)
     t = time.perf_counter()
-    n = sum(expand_batch(b, info.mask_alpha)[0].shape[0] for b in it)
+    if expand:
+        n = sum(expand_batch(b, info.mask_alpha)[0].shape[0] for b in it)
+    else:
+        n = sum(b["ldr"].shape[0] for b in it)
     wall = time.perf_counter() - t
     del it
     # CPU includes worker start-up and warm-up batches: a conservative pairs per CPU-second
@@ -159,10 +172,14 @@ def main() -> None:
         print(f"{'reference: zarr ldr[r], hdr[r]':<34}{ref:>9.1f}{ref:>12.1f}{ref_cpu:>11.1f}{1.0:>8.2f}")
         rate, cpu = bench_reader(tmp / "bench.zarr", args.count)
         print(f"{'PairReader.read(r)':<34}{rate:>9.1f}{rate:>12.1f}{cpu:>11.1f}{rate / ref:>8.2f}")
-        for compact in (False, True):
+        rows = [("float32 items", False, True, False),
+                ("compact, per-item (old path)", True, False, True),
+                ("compact items", True, False, False),
+                ("compact + expand_batch (CPU)", True, True, False)]
+        for name, compact, expand, per_item in rows:
             for w in (0, 1, 2):
-                rate, cpu = bench_loader(tmp / "bench.zarr", w, args.count, compact)
-                label = f"{'compact' if compact else 'float32'} items, {w} workers"
+                rate, cpu = bench_loader(tmp / "bench.zarr", w, args.count, compact, expand, per_item)
+                label = f"{name}, {w}w"
                 print(f"{label:<34}{rate:>9.1f}{rate / max(w, 1):>12.1f}{cpu:>11.1f}{rate / ref:>8.2f}")
         torch.set_num_threads(train_threads)
         if args.train_steps:

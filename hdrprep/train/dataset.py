@@ -109,9 +109,10 @@ def soft_mask(ldr01: torch.Tensor, alpha: float) -> torch.Tensor:
 
     Returns
     -------
-    float tensor of the same shape, values in [0, 1] (1 = well exposed)
+    float tensor of the same shape, values in [0, 1] (1 = well exposed); a new
+    tensor, ``ldr01`` is not changed
     """
-    return ((1.0 - ldr01) / (1.0 - alpha)).clamp_(0.0, 1.0)
+    return torch.rsub(ldr01, 1.0).div_(1.0 - alpha).clamp_(0.0, 1.0)
 
 
 def split_by_source(info: StoreInfo, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,27 +142,27 @@ def split_by_source(info: StoreInfo, val_fraction: float, seed: int) -> tuple[np
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """(LDR, HDR, mask) pairs of a store as float32 CHW tensors.
+    """(LDR, HDR, mask) pairs of a store as float32 CHW tensors, read a batch at a time.
 
     Items are addressed by a key: a row number, or a tuple
     ``(row, flip_h, flip_v)`` as yielded by :class:`StreamSampler`.
-    Zarr arrays are opened lazily in each process (never shared across fork).
+    Shards are opened lazily in each process (never shared across fork).
 
-    Returns per item a dict with
-    ``ldr`` (3, P, P) float32 in [0, 1]; ``hdr`` (3, P, P) float32 >= 0, linear,
-    1.0 = LDR clipping point; ``mask`` (3, P, P) float32 in [0, 1]; ``row`` int.
+    ``dataset[key]`` gives one item, :meth:`read_batch` a batch of them stacked:
+    ``ldr`` (B, 3, P, P) float32 in [0, 1]; ``hdr`` (B, 3, P, P) float32 >= 0, linear,
+    1.0 = LDR clipping point; ``mask`` (B, 3, P, P) float32 in [0, 1]; ``row`` (B,) int64
+    (one item: the same without the leading B).
 
     With ``compact=True`` items hold the stored types instead, ``ldr`` uint8 and
-    ``hdr`` float16 (3, P, P), and no mask: a quarter of the bytes to move from
-    DataLoader workers; :func:`expand_batch` turns a batch of them into the float32
-    form above (bit-identical), on the training device.
+    ``hdr`` float16, and no mask: a quarter of the bytes to move from DataLoader
+    workers; :func:`expand_batch` turns a batch of them into the float32 form above
+    (bit-identical), on the training device.
     """
 
     def __init__(self, info: StoreInfo, compact: bool = False):
         self.info = info
         self.compact = compact
-        # the mask of each 8-bit level; per-item work stays in single-threaded numpy, so
-        # workers and the main process never contend through torch's intra-op thread pool
+        # the mask of each 8-bit level, computed by the same soft_mask that expand_batch applies
         levels = torch.arange(256, dtype=torch.float32) / 255.0
         self._mask_lut = soft_mask(levels, info.mask_alpha).numpy()
         self._reader = None
@@ -186,32 +187,54 @@ class PairDataset(torch.utils.data.Dataset):
         return state
 
     def __getitem__(self, key):
-        return self.__getitems__([key])[0]
+        return {k: v[0] for k, v in self.read_batch([key]).items()}
 
-    def __getitems__(self, keys):
-        """Read several items at once; a pair asked for twice is read once."""
+    def read_batch(self, keys) -> dict:
+        """Read and stack the items of ``keys`` (row numbers or (row, flip_h, flip_v) tuples).
+
+        Rows are read in ascending order (a pair asked for twice is read once) and
+        each is flipped and transposed to CHW in one copy into the batch arrays.
+        Inside a DataLoader worker the batch tensors live in shared memory, so they
+        reach the main process without another copy.
+        """
         keys = [(int(k), 0, 0) if np.isscalar(k) else tuple(int(v) for v in k) for k in keys]
-        rows = sorted({k[0] for k in keys})
-        if rows[0] < 0 or rows[-1] >= self.info.n_pairs:
-            raise IndexError(f"row out of range 0..{self.info.n_pairs - 1}: {rows}")
+        rows = np.array([k[0] for k in keys], dtype=np.int64)
+        if len(keys) == 0 or rows.min() < 0 or rows.max() >= self.info.n_pairs:
+            raise IndexError(f"rows must be in 0..{self.info.n_pairs - 1}, got {rows.tolist()}")
         reader = self._open()
-        pairs = {r: reader.read(r) for r in rows}
-        items = []
-        for row, fh, fv in keys:
-            ldr, hdr = pairs[row]
-            # flip and transpose the small uint8 / float16 arrays, convert once
+        shape = (len(keys), 3, self.info.patch_size, self.info.patch_size)
+        # compact batches leave the worker as they are: build them in shared memory
+        ldr8 = _batch_tensor(shape, torch.uint8, shared=self.compact)
+        hdr16 = _batch_tensor(shape, torch.float16, shared=self.compact)
+        ldr8_np, hdr16_np = ldr8.numpy(), hdr16.numpy()
+        last, pair = None, None
+        for i in np.argsort(rows, kind="stable"):
+            row, fh, fv = keys[i]
+            if row != last:
+                pair, last = reader.read(row), row
             view = (slice(None, None, -1 if fv else 1), slice(None, None, -1 if fh else 1))
-            ldr8 = np.ascontiguousarray(ldr[view].transpose(2, 0, 1))
-            if self.compact:
-                hdr16 = np.ascontiguousarray(hdr[view].transpose(2, 0, 1))
-                items.append({"ldr": torch.from_numpy(ldr8), "hdr": torch.from_numpy(hdr16), "row": row})
-                continue
-            t = ldr8.astype(np.float32)
-            t /= np.float32(255.0)
-            items.append({"ldr": torch.from_numpy(t), "mask": torch.from_numpy(self._mask_lut[ldr8]),
-                          "hdr": torch.from_numpy(np.ascontiguousarray(hdr[view].transpose(2, 0, 1), dtype=np.float32)),
-                          "row": row})
-        return items
+            ldr8_np[i] = pair[0][view].transpose(2, 0, 1)
+            hdr16_np[i] = pair[1][view].transpose(2, 0, 1)
+        if self.compact:
+            return {"ldr": ldr8, "hdr": hdr16, "row": torch.from_numpy(rows)}
+        # float items: numpy division and a lookup table, a path independent of expand_batch's torch ops
+        ldr, hdr, mask = (_batch_tensor(shape, torch.float32) for _ in range(3))
+        np.divide(ldr8_np, np.float32(255.0), out=ldr.numpy(), dtype=np.float32)
+        np.take(self._mask_lut, ldr8_np, out=mask.numpy())
+        hdr.copy_(hdr16)
+        return {"ldr": ldr, "hdr": hdr, "mask": mask, "row": torch.from_numpy(rows)}
+
+
+def _batch_tensor(shape: tuple, dtype: torch.dtype, shared: bool = True) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker and with ``shared``, in shared memory.
+
+    A worker's batch crosses to the main process through shared memory; allocated there
+    directly (as torch's default_collate does), it is not copied on the way.
+    """
+    if not shared or torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
 
 
 class StreamSampler(torch.utils.data.Sampler):
@@ -251,30 +274,38 @@ def expand_batch(batch: dict, mask_alpha: float, device: torch.device | str = "c
     hdr = batch["hdr"].to(device, non_blocking=True).float()
     if ldr.dtype == torch.uint8:
         ldr = ldr.float().div_(255.0)
-        return ldr, hdr, soft_mask(ldr.clone(), mask_alpha)
+        return ldr, hdr, soft_mask(ldr, mask_alpha)
     return ldr, hdr, batch["mask"].to(device, non_blocking=True)
 
 
-def _collate(items):
-    if torch.utils.data.get_worker_info() is not None:
-        return torch.utils.data.default_collate(items)  # stacks straight into shared memory
-    # main process: numpy stacking, free of torch's intra-op thread pool (slow on busy cores)
-    batch = {k: torch.from_numpy(np.stack([it[k].numpy() for it in items])) for k in items[0] if k != "row"}
-    batch["row"] = torch.tensor([it["row"] for it in items])
-    return batch
+class _Batches(torch.utils.data.Dataset):
+    """A DataLoader's view of a :class:`PairDataset` whose items are whole batches of keys."""
+
+    def __init__(self, dataset: PairDataset):
+        self.dataset = dataset
+
+    def __getitem__(self, keys) -> dict:
+        return self.dataset.read_batch(keys)
 
 
 def make_loader(dataset: PairDataset, sampler, batch_size: int, num_workers: int = 0,
                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """DataLoader over ``sampler``'s keys; batches do not depend on ``num_workers``.
 
-    ``sampler`` is a :class:`StreamSampler` or any sequence of keys. Batches are dicts of
-    stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, P, P) float32, ``row`` (B,) int64).
+    ``sampler`` is a :class:`StreamSampler` or any sequence of keys, cut into batches of
+    ``batch_size`` (the last one may be shorter). Each batch is read by one call of
+    :meth:`PairDataset.read_batch` (in one worker), so there is no per-item collation.
+    Batches are dicts of stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, P, P) float32,
+    ``row`` (B,) int64; compact datasets: ``ldr`` uint8, ``hdr`` float16, no ``mask``).
     """
     if num_workers < 0:
         raise ConfigError(f"invalid value {num_workers!r} for 'num_workers': use 0 (main process) or more")
+    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
+    # batch_size=None: the DataLoader passes each list of keys to _Batches as one index.
+    # Workers run torch in one thread (the DataLoader sets it) and blosc too (importing
+    # zarr sets numcodecs.blosc.use_threads = False); persistent_workers would only help
+    # a loader iterated more than once, and the trainer's is iterated once
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=_collate,
-        pin_memory=pin_memory, persistent_workers=False, drop_last=False,
-        prefetch_factor=4 if num_workers else None,
+        _Batches(dataset), batch_size=None, sampler=batches, num_workers=num_workers,
+        pin_memory=pin_memory, prefetch_factor=2 if num_workers else None,
     )
