@@ -14,6 +14,7 @@ restarts the stream at ``step * batch_size``.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from hdrprep.errors import ConfigError, StoreError
 
 __all__ = [
+    "BatchLoader",
     "FORMAT_VERSION",
     "StoreInfo",
     "read_store_info",
@@ -190,51 +192,42 @@ class PairDataset(torch.utils.data.Dataset):
         return {k: v[0] for k, v in self.read_batch([key]).items()}
 
     def read_batch(self, keys) -> dict:
-        """Read and stack the items of ``keys`` (row numbers or (row, flip_h, flip_v) tuples).
+        """Read and stack the items of ``keys`` (row numbers or (row, flip_h, flip_v) tuples)."""
+        shape = (len(keys), 3, self.info.patch_size, self.info.patch_size)
+        ldr8, hdr16 = torch.empty(shape, dtype=torch.uint8), torch.empty(shape, dtype=torch.float16)
+        rows = self.read_into(keys, ldr8.numpy(), hdr16.numpy())
+        return self.finish(ldr8, hdr16, rows)
 
-        Rows are read in ascending order (a pair asked for twice is read once) and
-        each is flipped and transposed to CHW in one copy into the batch arrays.
-        Inside a DataLoader worker the batch tensors live in shared memory, so they
-        reach the main process without another copy.
+    def read_into(self, keys, ldr8: np.ndarray, hdr16: np.ndarray) -> np.ndarray:
+        """Write the stored pairs of ``keys``, flipped, into ``ldr8`` uint8 and ``hdr16`` float16 (B, 3, P, P).
+
+        Rows are read in ascending order (a pair asked for twice is read once), and each
+        is flipped and transposed to CHW in one copy. Returns the rows, int64 (B,).
         """
         keys = [(int(k), 0, 0) if np.isscalar(k) else tuple(int(v) for v in k) for k in keys]
         rows = np.array([k[0] for k in keys], dtype=np.int64)
         if len(keys) == 0 or rows.min() < 0 or rows.max() >= self.info.n_pairs:
             raise IndexError(f"rows must be in 0..{self.info.n_pairs - 1}, got {rows.tolist()}")
         reader = self._open()
-        shape = (len(keys), 3, self.info.patch_size, self.info.patch_size)
-        # compact batches leave the worker as they are: build them in shared memory
-        ldr8 = _batch_tensor(shape, torch.uint8, shared=self.compact)
-        hdr16 = _batch_tensor(shape, torch.float16, shared=self.compact)
-        ldr8_np, hdr16_np = ldr8.numpy(), hdr16.numpy()
         last, pair = None, None
         for i in np.argsort(rows, kind="stable"):
             row, fh, fv = keys[i]
             if row != last:
                 pair, last = reader.read(row), row
             view = (slice(None, None, -1 if fv else 1), slice(None, None, -1 if fh else 1))
-            ldr8_np[i] = pair[0][view].transpose(2, 0, 1)
-            hdr16_np[i] = pair[1][view].transpose(2, 0, 1)
+            ldr8[i] = pair[0][view].transpose(2, 0, 1)
+            hdr16[i] = pair[1][view].transpose(2, 0, 1)
+        return rows
+
+    def finish(self, ldr8: torch.Tensor, hdr16: torch.Tensor, rows: np.ndarray) -> dict:
+        """The batch dict of stored (B, 3, P, P) arrays: as they are if compact, else float32 with the mask."""
         if self.compact:
             return {"ldr": ldr8, "hdr": hdr16, "row": torch.from_numpy(rows)}
-        # float items: numpy division and a lookup table, a path independent of expand_batch's torch ops
-        ldr, hdr, mask = (_batch_tensor(shape, torch.float32) for _ in range(3))
-        np.divide(ldr8_np, np.float32(255.0), out=ldr.numpy(), dtype=np.float32)
-        np.take(self._mask_lut, ldr8_np, out=mask.numpy())
-        hdr.copy_(hdr16)
-        return {"ldr": ldr, "hdr": hdr, "mask": mask, "row": torch.from_numpy(rows)}
-
-
-def _batch_tensor(shape: tuple, dtype: torch.dtype, shared: bool = True) -> torch.Tensor:
-    """An uninitialised tensor; in a DataLoader worker and with ``shared``, in shared memory.
-
-    A worker's batch crosses to the main process through shared memory; allocated there
-    directly (as torch's default_collate does), it is not copied on the way.
-    """
-    if not shared or torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+        # numpy division and a lookup table: a path independent of expand_batch's torch ops
+        ldr8 = ldr8.numpy()
+        ldr, mask = np.divide(ldr8, np.float32(255.0), dtype=np.float32), self._mask_lut[ldr8]
+        return {"ldr": torch.from_numpy(ldr), "hdr": hdr16.float(), "mask": torch.from_numpy(mask),
+                "row": torch.from_numpy(rows)}
 
 
 class StreamSampler(torch.utils.data.Sampler):
@@ -278,34 +271,87 @@ def expand_batch(batch: dict, mask_alpha: float, device: torch.device | str = "c
     return ldr, hdr, batch["mask"].to(device, non_blocking=True)
 
 
-class _Batches(torch.utils.data.Dataset):
-    """A DataLoader's view of a :class:`PairDataset` whose items are whole batches of keys."""
+class _SlotBatches(torch.utils.data.Dataset):
+    """Worker side of :class:`BatchLoader`: reads a batch into a free slot of shared buffers.
 
-    def __init__(self, dataset: PairDataset):
+    The buffers are allocated once, before the workers start, ``slots`` per worker;
+    ``busy[w, s]`` is set by worker ``w`` when it fills slot ``s`` and cleared by the
+    main process once it has copied the batch out. (Fresh shared memory for every batch,
+    what torch's collation does, costs more than decoding the pairs on the VMs measured.)
+    """
+
+    def __init__(self, dataset: PairDataset, workers: int, slots: int, batch_size: int):
+        p = dataset.info.patch_size
         self.dataset = dataset
+        self.ldr = torch.empty((workers, slots, batch_size, 3, p, p), dtype=torch.uint8).share_memory_()
+        self.hdr = torch.empty((workers, slots, batch_size, 3, p, p), dtype=torch.float16).share_memory_()
+        self.busy = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
 
-    def __getitem__(self, keys) -> dict:
-        return self.dataset.read_batch(keys)
+    def __getitem__(self, keys) -> tuple:
+        w = torch.utils.data.get_worker_info().id
+        busy = self.busy[w].numpy()
+        while busy.all():  # every slot of this worker is still waiting in the main process
+            time.sleep(1e-4)
+        s = int(np.argmin(busy))
+        busy[s] = 1
+        n = len(keys)
+        rows = self.dataset.read_into(keys, self.ldr[w, s, :n].numpy(), self.hdr[w, s, :n].numpy())
+        return w, s, rows
+
+    def take(self, w: int, s: int, rows: np.ndarray) -> dict:
+        """Main process: copy batch (w, s) out of its slot, free the slot, finish the batch."""
+        n = len(rows)
+        ldr8, hdr16 = self.ldr[w, s, :n].clone(), self.hdr[w, s, :n].clone()
+        self.busy[w, s] = 0
+        return self.dataset.finish(ldr8, hdr16, rows)
+
+
+def _as_is(x):
+    return x
+
+
+class BatchLoader:
+    """Batches of a :class:`PairDataset` in the order of a key stream; see :func:`make_loader`."""
+
+    def __init__(self, dataset: PairDataset, sampler, batch_size: int, num_workers: int, pin_memory: bool):
+        self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self):
+        batches = torch.utils.data.BatchSampler(self.sampler, self.batch_size, drop_last=False)
+        if self.num_workers == 0:
+            for keys in batches:
+                yield self._pin(self.dataset.read_batch(keys))
+            return
+        # a worker has at most prefetch_factor batches queued, and the main process takes one
+        prefetch = 2
+        slots = _SlotBatches(self.dataset, self.num_workers, prefetch + 2, self.batch_size)
+        # batch_size=None: each list of keys reaches _SlotBatches as one index. Workers run torch
+        # in one thread (the DataLoader sets it) and blosc too (importing zarr sets
+        # numcodecs.blosc.use_threads = False)
+        loader = torch.utils.data.DataLoader(slots, batch_size=None, sampler=batches, collate_fn=_as_is,
+                                             num_workers=self.num_workers, prefetch_factor=prefetch)
+        for w, s, rows in loader:
+            yield self._pin(slots.take(w, s, rows))
+
+    def _pin(self, batch: dict) -> dict:
+        return {k: v.pin_memory() for k, v in batch.items()} if self.pin_memory else batch
 
 
 def make_loader(dataset: PairDataset, sampler, batch_size: int, num_workers: int = 0,
-                pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """DataLoader over ``sampler``'s keys; batches do not depend on ``num_workers``.
+                pin_memory: bool = False) -> BatchLoader:
+    """An iterable of batches over ``sampler``'s keys; batches do not depend on ``num_workers``.
 
     ``sampler`` is a :class:`StreamSampler` or any sequence of keys, cut into batches of
-    ``batch_size`` (the last one may be shorter). Each batch is read by one call of
-    :meth:`PairDataset.read_batch` (in one worker), so there is no per-item collation.
-    Batches are dicts of stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, P, P) float32,
-    ``row`` (B,) int64; compact datasets: ``ldr`` uint8, ``hdr`` float16, no ``mask``).
+    ``batch_size`` (the last one may be shorter). A batch is read whole by one process (a
+    DataLoader worker, or the main process if ``num_workers`` is 0), with no per-item
+    collation. Batches are dicts of stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, P, P)
+    float32, ``row`` (B,) int64; compact datasets: ``ldr`` uint8, ``hdr`` float16, no ``mask``),
+    owned by the caller.
     """
     if num_workers < 0:
         raise ConfigError(f"invalid value {num_workers!r} for 'num_workers': use 0 (main process) or more")
-    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
-    # batch_size=None: the DataLoader passes each list of keys to _Batches as one index.
-    # Workers run torch in one thread (the DataLoader sets it) and blosc too (importing
-    # zarr sets numcodecs.blosc.use_threads = False); persistent_workers would only help
-    # a loader iterated more than once, and the trainer's is iterated once
-    return torch.utils.data.DataLoader(
-        _Batches(dataset), batch_size=None, sampler=batches, num_workers=num_workers,
-        pin_memory=pin_memory, prefetch_factor=2 if num_workers else None,
-    )
+    return BatchLoader(dataset, sampler, batch_size, num_workers, pin_memory)
