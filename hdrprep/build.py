@@ -197,7 +197,8 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
     other pixels than its score was computed on.
 
     Returns the shard's done-record (pair range, digest of its rows, per-pair
-    checksums and clamp counts).
+    checksums and clamp counts, and with ``select.keep_all`` per-pair scores and
+    saturated fractions, which stage 1 leaves to this stage).
     """
     from hdrprep import camera, pairs
 
@@ -211,7 +212,7 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
     size = config.sampling.patch_size
     ldr = np.empty((len(rows), size, size, 3), np.uint8)
     hdr = np.empty((len(rows), size, size, 3), np.float16)
-    checksums, clamped = [], []
+    checksums, clamped, scores = [], [], []
     frame_key, frame = None, None
     for i, row in enumerate(rows):
         if row["source"] != frame_key:
@@ -221,8 +222,11 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
                 raise StoreError(f"{path} changed since it was scored (sha256 differs); its pairs would not "
                                  f"match their scores. Restore the file, or rebuild with --overwrite")
             frame = _read_frame_cached(path, sha256[frame_key], config.ingest, size)
+            scorer = pairs.PairScorer(frame, config)
         params = camera.CameraParams.from_dict({k: row[k] for k in param_fields})
         ldr[i], target = pairs.render_pair(frame, row["row"], row["col"], size, params, config, curves)
+        if config.select.keep_all:  # stage 1 did not score: every candidate is kept
+            scores.append(scorer.score_pair(row["row"], row["col"], params, ldr[i], target))
         hdr[i], n_over = store.to_half(target)
         clamped.append(n_over)
         checksums.append(store.pair_checksum(ldr[i], hdr[i]))
@@ -231,7 +235,7 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
     group = zarr.open_group(out, mode="r+")
     store.write_pairs(group, start, ldr, hdr)
     done = dict(shard=shard, start=start, stop=start + len(rows), rows=_rows_digest(rows), checksum=checksums,
-                hdr_clamped=clamped)
+                hdr_clamped=clamped, score=[s for s, _ in scores], saturated_fraction=[f for _, f in scores])
     store.atomic_write_bytes(Path(out) / store.WORK_DIR / "shards" / f"{shard:06d}.json",
                              json.dumps(done).encode())
     return done
@@ -503,7 +507,7 @@ def _select(candidates, config: Config):
                          candidates["source"].to_numpy(zero_copy_only=False),
                          candidates["candidate"].to_numpy(), config.select)
     kept = candidates.filter(pa.array(keep))
-    if not all(kept["rendered"].to_pylist()):
+    if not config.select.keep_all and not all(kept["rendered"].to_pylist()):
         # only possible if select and pairs.score_frame disagree on the prescreen bar
         raise AssertionError("a kept candidate was scored on the prescreen only; report this as a bug")
     pair = np.arange(kept.num_rows, dtype=np.int64)
@@ -523,6 +527,14 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
     for rec in done.values():
         checksum[rec["start"]:rec["stop"]] = rec["checksum"]
         clamped[rec["start"]:rec["stop"]] = rec["hdr_clamped"]
+    if n and config.select.keep_all:  # every candidate is a pair, scored in stage 3 (in candidate order)
+        from_stage3 = dict(score=np.empty(n), saturated_fraction=np.empty(n), rendered=np.ones(n, bool))
+        for rec in done.values():
+            for name in ("score", "saturated_fraction"):
+                from_stage3[name][rec["start"]:rec["stop"]] = rec[name]
+        for name, values in from_stage3.items():
+            kept = kept.set_column(kept.schema.get_field_index(name), name, pa.array(values))
+            candidates = candidates.set_column(candidates.schema.get_field_index(name), name, pa.array(values))
     if n:
         index = kept.append_column("checksum", pa.array(checksum, pa.string())).append_column(
             "hdr_clamped", pa.array(clamped, pa.int64()))

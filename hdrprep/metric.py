@@ -348,13 +348,13 @@ def select(score, saturated, frame, index, config: SelectConfig | None = None) -
     for name, arr in (("score", score), ("saturated", saturated), ("frame", frame), ("index", index)):
         if arr.ndim != 1 or arr.shape[0] != n:
             raise ValueError(f"{name} must be a 1-D array of length {n} (one per candidate), got shape {arr.shape}")
+    if cfg.keep_all:  # scores are not looked at (a keep-all build scores pairs as it writes them)
+        return np.ones(n, bool)
     if np.isnan(score).any() or np.isnan(saturated).any():
         raise ValueError(
             f"{int(np.isnan(score).sum())} scores and {int(np.isnan(saturated).sum())} saturated fractions "
             "are NaN; recompute them from finite HDR frames and masks"
         )
-    if cfg.keep_all:
-        return np.ones(n, bool)
     keep = (saturated > cfg.min_saturated_fraction) & (score >= cfg.threshold)
     if cfg.per_frame_cap is None and cfg.target_pairs is None:
         return keep

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 
 import numpy as np
 
 from hdrprep import camera
 from hdrprep.config import Config
 
-__all__ = ["frame_seed", "sample_windows", "render_pair", "score_frame", "CANDIDATE_COLUMNS"]
+__all__ = ["frame_seed", "sample_windows", "render_pair", "PairScorer", "score_frame", "CANDIDATE_COLUMNS"]
 
 #: Columns of a candidate table besides the camera parameters.
 CANDIDATE_COLUMNS = ("source", "candidate", "row", "col", "size", "score", "saturated_fraction", "rendered",
@@ -111,6 +112,54 @@ def render_pair(frame: np.ndarray, row: int, col: int, size: int, params: camera
     return camera.render(window, params, config.camera, curves)
 
 
+class PairScorer:
+    """Santos Algorithm 1 for the windows of one frame (D and G once per frame when exposure is per frame).
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        float32 (H, W, 3) scene-linear RGB.
+    config : Config
+    """
+
+    def __init__(self, frame: np.ndarray, config: Config):
+        self.frame, self.config = frame, config
+        self._frame_metric = None
+
+    def score_ldr(self, row: int, col: int, params: camera.CameraParams, ldr: np.ndarray,
+                  target: np.ndarray | None = None) -> float:
+        """Score of window (row, col) under the soft mask of ``ldr`` (uint8 (P, P, 3)); ``target`` saves a product."""
+        from hdrprep import metric
+
+        size, alpha = self.config.sampling.patch_size, self.config.camera.mask_alpha
+        if self.config.camera.exposure_mode == "frame":
+            # the target's gray is exposure * gray(frame) for every candidate (the jitter keeps
+            # gray), so D and G are computed once per frame; windows only fix their borders
+            if self._frame_metric is None:
+                self._frame_metric = metric.FrameMetric(self.frame * np.float32(params.exposure), size,
+                                                        self.config.metric)
+            return self._frame_metric.score_ldr(row, col, ldr, alpha)
+        if target is None:
+            target = self.frame[row:row + size, col:col + size] * np.float32(params.exposure)
+        return metric.FrameMetric(target, size, self.config.metric).score_ldr(0, 0, ldr, alpha)
+
+    def score_pair(self, row: int, col: int, params: camera.CameraParams, ldr: np.ndarray,
+                   target: np.ndarray | None = None) -> tuple[float, float]:
+        """(score, saturated fraction) of a rendered pair; both 0 without a saturated pixel."""
+        from hdrprep import metric
+
+        sat = metric.saturated_fraction(camera.soft_mask(ldr, self.config.camera.mask_alpha))
+        return (0.0 if sat == 0 else self.score_ldr(row, col, params, ldr, target)), sat
+
+    def prescore(self, row: int, col: int, params: camera.CameraParams,
+                 curves: camera.CurveTable | None = None) -> tuple[float, float]:
+        """(score, saturated fraction) under the deterministic camera's mask (:func:`camera.saturation_levels`)."""
+        size = self.config.sampling.patch_size
+        base, sat = camera.saturation_levels(self.frame[row:row + size, col:col + size], params,
+                                             self.config.camera.mask_alpha, curves)
+        return (0.0 if sat == 0 else self.score_ldr(row, col, params, base)), sat
+
+
 def score_frame(frame: np.ndarray, key: str, config: Config,
                 curves: camera.CurveTable | None = None) -> dict[str, list]:
     """Sample, render and score every candidate window of one frame.
@@ -120,7 +169,10 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
     (:func:`hdrprep.camera.saturation_levels`); the full camera is rendered and
     scored only if that prescore is >= threshold - margin. Column ``rendered``
     says which score a candidate has: True = on its final LDR (every kept pair),
-    False = the prescore (below the threshold by more than the margin).
+    False = the prescore (below the threshold by more than the margin). With
+    ``select.keep_all`` nothing is rendered or scored here (score and saturated
+    fraction NaN): every candidate is kept, and the build scores each pair when
+    it renders it for the store.
 
     Parameters
     ----------
@@ -137,10 +189,7 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
         Candidate table columns (``CANDIDATE_COLUMNS`` plus every camera parameter),
         one entry per candidate, in candidate order.
     """
-    from hdrprep import metric
-
     size = config.sampling.patch_size
-    alpha = config.camera.mask_alpha
     frame_q, windows, params = sample_windows(frame.shape[:2], key, config, curves)
     params = expose(frame, windows, params, frame_q, config)
     margin = config.metric.prescreen_margin
@@ -148,35 +197,20 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
         bar = config.select.threshold - margin
     else:
         bar = None
-    frame_metric = None
-
-    def score_of(r, c, p, ldr, target=None):
-        """Algorithm 1 on window (r, c) with the mask of ``ldr``."""
-        nonlocal frame_metric
-        if config.camera.exposure_mode == "frame":
-            # the target's gray is exposure * gray(frame) for every candidate (the jitter keeps
-            # gray), so D and G are computed once per frame; windows only fix their borders
-            if frame_metric is None:
-                frame_metric = metric.FrameMetric(frame * np.float32(p.exposure), size, config.metric)
-            return frame_metric.score_ldr(r, c, ldr, alpha)
-        if target is None:
-            target = frame[r:r + size, c:c + size] * np.float32(p.exposure)
-        return metric.FrameMetric(target, size, config.metric).score_ldr(0, 0, ldr, alpha)
-
+    scorer = PairScorer(frame, config)
     cols: dict[str, list] = {c: [] for c in CANDIDATE_COLUMNS}
     for j, ((r, c), p) in enumerate(zip(windows, params)):
         r, c = int(r), int(c)
-        rendered = True
-        if bar is not None:
-            base, sat = camera.saturation_levels(frame[r:r + size, c:c + size], p, alpha, curves)
-            score = 0.0 if sat == 0 else score_of(r, c, p, base)
-            rendered = score >= bar
-        if rendered:
-            ldr, target = render_pair(frame, r, c, size, p, config, curves)
-            mask = camera.soft_mask(ldr, alpha)
-            sat = metric.saturated_fraction(mask)
-            # no saturated pixel: both normalisations give 0
-            score = 0.0 if sat == 0 else score_of(r, c, p, ldr, target)
+        if config.select.keep_all:
+            rendered, score, sat = False, math.nan, math.nan
+        else:
+            rendered = True
+            if bar is not None:
+                score, sat = scorer.prescore(r, c, p, curves)
+                rendered = score >= bar
+            if rendered:
+                ldr, target = render_pair(frame, r, c, size, p, config, curves)
+                score, sat = scorer.score_pair(r, c, p, ldr, target)
         row = dict(source=key, candidate=j, row=r, col=c, size=size, score=float(score),
                    saturated_fraction=float(sat), rendered=rendered, seed=config.seed)
         for name in CANDIDATE_COLUMNS:
@@ -184,4 +218,3 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
         for name, value in p.to_dict().items():
             cols.setdefault(name, []).append(value)
     return cols
-

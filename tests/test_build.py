@@ -230,13 +230,25 @@ def test_build_on_real_fixtures(hdr_dir, tmp_path):
     assert group["ldr"].shape[0] == index.num_rows == report["counts"]["kept"] > 0
 
 
-def test_index_score_is_algorithm_1_on_the_stored_pair(reference):
-    """An independent check: the OpenCV oracle on the stored HDR and the stored LDR's mask gives `score`."""
+@pytest.mark.parametrize("keep_all", [False, True])
+def test_index_score_is_algorithm_1_on_the_stored_pair(reference, frames, tmp_path, keep_all):
+    """An independent check: the OpenCV oracle on the stored HDR and the stored LDR's mask gives `score`.
+
+    Keep-all builds score in stage 3 instead of stage 1, so both paths are checked.
+    """
     from test_metric import oracle_gradient, oracle_score
 
     out, _ = reference
+    if keep_all:
+        out = tmp_path / "all.zarr"
+        _build(frames, out, SMOKE.override(**{"select.keep_all": True}), workers=2, scheduler=None)
     group = zarr.open_group(str(out), mode="r")
     index = pq.read_table(out / store.INDEX_NAME).to_pylist()
+    candidates = pq.read_table(out / store.CANDIDATES_NAME)
+    assert all(row["rendered"] for row in index)
+    if keep_all:
+        assert len(index) == candidates.num_rows
+        assert candidates["score"].to_pylist() == [row["score"] for row in index]
     for row in index:
         hdr = group["hdr"][row["pair"]].astype(np.float32)
         weights = 1 - camera.soft_mask(group["ldr"][row["pair"]], SMOKE.camera.mask_alpha)

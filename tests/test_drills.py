@@ -469,13 +469,10 @@ class _Quota:
         self.budget -= n
 
 
-@pytest.mark.parametrize("budget", [20_000, 400_000, 2_500_000, 3_205_000, 3_212_000],
-                         ids=["stage-1", "stage-3-early", "stage-3-late", "index", "complete-flag"])
-def test_disk_full_stops_clearly_and_resumes(frames, reference, tmp_path, monkeypatch, budget):
-    """ENOSPC injected into both writers of the build (our atomic writes and zarr's)."""
+def _patch_writers(monkeypatch, quota: _Quota) -> None:
+    """Route both writers of the build (our atomic writes and zarr's) through ``quota``."""
     import zarr.storage._local as zlocal
 
-    quota = _Quota(budget)
     real_atomic, real_put = store.atomic_write_bytes, zlocal._put
 
     def atomic(path, data):
@@ -483,12 +480,53 @@ def test_disk_full_stops_clearly_and_resumes(frames, reference, tmp_path, monkey
         real_atomic(path, data)
 
     def put(path, value, exclusive=False):
-        n = len(value.as_buffer_like())
-        quota.take(path, n)
+        quota.take(path, len(value.as_buffer_like()))
         return real_put(path, value, exclusive)
 
     monkeypatch.setattr(store, "atomic_write_bytes", atomic)
     monkeypatch.setattr(zlocal, "_put", put)
+
+
+class _Log(_Quota):
+    """A quota that never runs out and records every write: (path relative to --out, bytes)."""
+
+    def __init__(self, root: Path):
+        super().__init__(float("inf"))
+        self.root, self.writes = root, []
+
+    def take(self, path, n: int) -> None:
+        self.writes.append((Path(path).relative_to(self.root).as_posix(), n))
+
+
+@pytest.fixture(scope="module")
+def write_log(frames, tmp_path_factory) -> list[tuple[str, int]]:
+    """The writes of an undisturbed smoke build, in order."""
+    out = tmp_path_factory.mktemp("log") / "s.zarr"
+    log = _Log(out)
+    with pytest.MonkeyPatch.context() as mp:
+        _patch_writers(mp, log)
+        build.build(frames, out, SMOKE, scheduler="synchronous", progress=False)
+    return log.writes
+
+
+# which write runs out of space: the first that matches, or the last with "last:"
+_DISK_FULL_AT = {"stage-1": "last:_work/candidates/", "stage-3-early": "ldr/c/", "stage-3-late": "last:hdr/c/",
+                 "index": "index.parquet", "complete-flag": "last:zarr.json"}
+
+
+@pytest.mark.parametrize("point", list(_DISK_FULL_AT))
+def test_disk_full_stops_clearly_and_resumes(frames, reference, write_log, tmp_path, monkeypatch, point):
+    """ENOSPC injected into both writers of the build, at the write named by ``point``."""
+    target = _DISK_FULL_AT[point]
+    last = target.startswith("last:")
+    target = target.removeprefix("last:")
+    hits = [i for i, (path, _) in enumerate(write_log) if path.startswith(target) or path.endswith(target)]
+    assert hits, f"no write to {target} in {write_log}"
+    k = hits[-1] if last else hits[0]
+    # enough space for every write before k, and one byte short for write k
+    budget = sum(n for _, n in write_log[:k]) + write_log[k][1] - 1
+    quota = _Quota(budget)
+    _patch_writers(monkeypatch, quota)
     out = tmp_path / "s.zarr"
     with pytest.raises(StoreError, match="no space left") as info:
         build.build(frames, out, SMOKE, scheduler="synchronous", progress=False)
