@@ -133,7 +133,12 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
         frame, stats = io.read_frame(path, ingest=config.ingest, min_size=config.sampling.patch_size)
         record.update(height=int(frame.shape[0]), width=int(frame.shape[1]), **{
             f"repaired_{k}": int(v) for k, v in dataclasses.asdict(stats).items()})
-        cols = pairs.score_frame(frame, key, config, _load_curves(config))
+        stash = _Stash(key, config) if _stage1_keeps(config) else None
+        cols = pairs.score_frame(frame, key, config, _load_curves(config), on_pair=stash)
+        if stash is not None:
+            cols.update(stash.columns(len(cols["source"])))
+            if stash.data:
+                store.atomic_write_bytes(Path(work) / "pairs" / f"{_frame_id(key)}.bin", stash.data)
     except BadFrameError as exc:
         record.update(status="skipped", reason=exc.reason, detail=exc.detail or str(exc))
     except OSError as exc:
@@ -148,6 +153,67 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
     store.atomic_write_bytes(Path(work) / "candidates" / f"{_frame_id(key)}.parquet", buf.getvalue().to_pybytes())
     store.pause_point("scored")
     return record
+
+
+def _stage1_keeps(config: Config) -> bool:
+    """True if each candidate's keep decision is its own (no ranking), so stage 1 knows it."""
+    sel = config.select
+    return sel.keep_all or (sel.target_pairs is None and sel.per_frame_cap is None)
+
+
+#: Candidate columns that locate a pair stage 1 encoded; dropped from the store's tables.
+STASH_COLUMNS = ("stash_offset", "stash_ldr", "stash_hdr", "stash_checksum", "stash_clamped")
+
+
+class _Stash:
+    """Stage 1's kept pairs, encoded as the store's chunks, so stage 3 writes them without rendering again.
+
+    Called by ``pairs.score_frame`` for every candidate it renders; keeps those
+    that selection keeps (decided per candidate, ``_stage1_keeps``). ``data`` is
+    the frame's ``_work/pairs/<id>.bin``: each pair's LDR frame then HDR frame.
+    """
+
+    def __init__(self, key: str, config: Config):
+        self.key, self.config = key, config
+        self.data = bytearray()
+        self.rows: dict[int, tuple] = {}
+
+    def __call__(self, j: int, ldr: np.ndarray, target: np.ndarray, score: float, saturated: float) -> None:
+        from hdrprep import metric
+
+        if not metric.select(np.array([score]), np.array([saturated]), np.array([self.key]), np.array([j]),
+                             self.config.select)[0]:
+            return
+        hdr, clamped = store.to_half(target)
+        frames = store.encode_pair(ldr, hdr, self.config.output.compressor, self.config.output.level)
+        if frames is None:  # stage 3 renders it
+            return
+        self.rows[j] = (len(self.data), len(frames[0]), len(frames[1]), store.pair_checksum(ldr, hdr), clamped)
+        self.data += frames[0]
+        self.data += frames[1]
+
+    def columns(self, n: int) -> dict[str, list]:
+        """The ``STASH_COLUMNS`` of ``n`` candidates (offset -1: not encoded)."""
+        none = (-1, 0, 0, "", 0)
+        return {name: [self.rows.get(j, none)[i] for j in range(n)] for i, name in enumerate(STASH_COLUMNS)}
+
+
+def _read_stash(out: Path, row: dict) -> tuple[bytes, bytes] | None:
+    """The encoded pair of a kept candidate, or None if stage 1 did not encode it (or its file is gone)."""
+    if row.get("stash_offset", -1) < 0:
+        return None
+    try:
+        fd = os.open(out / store.WORK_DIR / "pairs" / f"{_frame_id(row['source'])}.bin", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.pread(fd, row["stash_ldr"] + row["stash_hdr"], row["stash_offset"])
+    finally:
+        os.close(fd)
+    if len(data) != row["stash_ldr"] + row["stash_hdr"]:
+        raise StoreError(f"{out / store.WORK_DIR / 'pairs'}: the encoded pairs of {row['source']} are truncated; "
+                         f"rerun the build with --overwrite")
+    return data[:row["stash_ldr"]], data[row["stash_ldr"]:]
 
 
 def _read_candidates(work: Path, keys: list[str]):
@@ -190,15 +256,14 @@ def _read_frame_cached(path: Path, sha256: str, ingest, min_size: int) -> np.nda
 
 def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict], config_dict: dict,
                      sha256: dict[str, str]) -> dict:
-    """Stage 3 task: re-render the pairs of one shard and write it whole.
+    """Stage 3 task: write one shard whole, from the pairs stage 1 encoded, rendering any it did not.
 
     ``sha256`` maps each source of the shard to the checksum it had when it was
     scored; a frame that changed since is refused, so no pair is rendered from
     other pixels than its score was computed on.
 
     Returns the shard's done-record (pair range, digest of its rows, per-pair
-    checksums and clamp counts, and with ``select.keep_all`` per-pair scores and
-    saturated fractions, which stage 1 leaves to this stage).
+    checksums and clamp counts).
     """
     from hdrprep import camera, pairs
 
@@ -212,9 +277,15 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
     size = config.sampling.patch_size
     ldr = np.empty((len(rows), size, size, 3), np.uint8)
     hdr = np.empty((len(rows), size, size, 3), np.float16)
-    checksums, clamped, scores = [], [], []
+    checksums, clamped, encoded = [], [], []
     frame_key, frame = None, None
     for i, row in enumerate(rows):
+        frames = _read_stash(Path(out), row)
+        encoded.append(frames)
+        if frames is not None:
+            checksums.append(row["stash_checksum"])
+            clamped.append(row["stash_clamped"])
+            continue
         if row["source"] != frame_key:
             frame_key = row["source"]
             path = Path(src) / frame_key
@@ -222,20 +293,23 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
                 raise StoreError(f"{path} changed since it was scored (sha256 differs); its pairs would not "
                                  f"match their scores. Restore the file, or rebuild with --overwrite")
             frame = _read_frame_cached(path, sha256[frame_key], config.ingest, size)
-            scorer = pairs.PairScorer(frame, config)
         params = camera.CameraParams.from_dict({k: row[k] for k in param_fields})
         ldr[i], target = pairs.render_pair(frame, row["row"], row["col"], size, params, config, curves)
-        if config.select.keep_all:  # stage 1 did not score: every candidate is kept
-            scores.append(scorer.score_pair(row["row"], row["col"], params, ldr[i], target))
         hdr[i], n_over = store.to_half(target)
         clamped.append(n_over)
         checksums.append(store.pair_checksum(ldr[i], hdr[i]))
     import zarr
 
     group = zarr.open_group(out, mode="r+")
-    store.write_pairs(group, start, ldr, hdr)
+    out_cfg = config.output
+    if not (all(f is not None for f in encoded)
+            and store.write_encoded_pairs(group, start, encoded, out_cfg.compressor, out_cfg.level)):
+        for i, frames in enumerate(encoded):
+            if frames is not None:
+                ldr[i], hdr[i] = store.decode_pair(frames, size)
+        store.write_pairs(group, start, ldr, hdr)
     done = dict(shard=shard, start=start, stop=start + len(rows), rows=_rows_digest(rows), checksum=checksums,
-                hdr_clamped=clamped, score=[s for s, _ in scores], saturated_fraction=[f for _, f in scores])
+                hdr_clamped=clamped)
     store.atomic_write_bytes(Path(out) / store.WORK_DIR / "shards" / f"{shard:06d}.json",
                              json.dumps(done).encode())
     return done
@@ -357,13 +431,13 @@ def _start_work(out: Path, config: Config) -> Path:
             state = dict(format_version=store.FORMAT_VERSION, config_hash=_config_hash(config),
                          config=config.to_dict())
             store.atomic_write_bytes(work / BUILD_STATE, json.dumps(state, indent=1).encode())
-        for sub in ("candidates", "shards"):
+        for sub in ("candidates", "pairs", "shards"):
             (work / sub).mkdir(exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose a writable "
                           f"folder") from exc
     # leftovers of writes that a kill interrupted: ours (.NAME.tmp-PID) and zarr's (NAME.HEX.partial)
-    for d in (out, work, work / "candidates", work / "shards"):
+    for d in (out, work, work / "candidates", work / "pairs", work / "shards"):
         for tmp in d.glob(".*.tmp-*"):
             tmp.unlink()
     for d in ("ldr", "hdr"):
@@ -527,14 +601,9 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
     for rec in done.values():
         checksum[rec["start"]:rec["stop"]] = rec["checksum"]
         clamped[rec["start"]:rec["stop"]] = rec["hdr_clamped"]
-    if n and config.select.keep_all:  # every candidate is a pair, scored in stage 3 (in candidate order)
-        from_stage3 = dict(score=np.empty(n), saturated_fraction=np.empty(n), rendered=np.ones(n, bool))
-        for rec in done.values():
-            for name in ("score", "saturated_fraction"):
-                from_stage3[name][rec["start"]:rec["stop"]] = rec[name]
-        for name, values in from_stage3.items():
-            kept = kept.set_column(kept.schema.get_field_index(name), name, pa.array(values))
-            candidates = candidates.set_column(candidates.schema.get_field_index(name), name, pa.array(values))
+    if candidates is not None and STASH_COLUMNS[0] in candidates.column_names:
+        candidates = candidates.drop_columns(list(STASH_COLUMNS))
+        kept = kept.drop_columns(list(STASH_COLUMNS))
     if n:
         index = kept.append_column("checksum", pa.array(checksum, pa.string())).append_column(
             "hdr_clamped", pa.array(clamped, pa.int64()))
@@ -567,6 +636,8 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
                  sources=records + bad_entries, counts=counts)
     group = zarr.open_group(str(out), mode="r+")
     group.attrs[store.ATTR] = attrs
+    # the pairs stage 1 encoded are in the shards now: free their space (as much again as the arrays)
+    shutil.rmtree(out / store.WORK_DIR / "pairs", ignore_errors=True)
 
     stored = sum(f.stat().st_size for d in ("ldr", "hdr") for f in (out / d).rglob("*") if f.is_file())
     raw = n * config.sampling.patch_size ** 2 * 3 * (1 + 2)

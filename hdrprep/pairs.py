@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -160,8 +160,9 @@ class PairScorer:
         return (0.0 if sat == 0 else self.score_ldr(row, col, params, base)), sat
 
 
-def score_frame(frame: np.ndarray, key: str, config: Config,
-                curves: camera.CurveTable | None = None) -> dict[str, list]:
+def score_frame(frame: np.ndarray, key: str, config: Config, curves: camera.CurveTable | None = None,
+                on_pair: Callable[[int, np.ndarray, np.ndarray, float, float], None] | None = None
+                ) -> dict[str, list]:
     """Sample, render and score every candidate window of one frame.
 
     With ``metric.prescreen_margin`` set (and a plain score threshold), a
@@ -169,10 +170,7 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
     (:func:`hdrprep.camera.saturation_levels`); the full camera is rendered and
     scored only if that prescore is >= threshold - margin. Column ``rendered``
     says which score a candidate has: True = on its final LDR (every kept pair),
-    False = the prescore (below the threshold by more than the margin). With
-    ``select.keep_all`` nothing is rendered or scored here (score and saturated
-    fraction NaN): every candidate is kept, and the build scores each pair when
-    it renders it for the store.
+    False = the prescore (below the threshold by more than the margin).
 
     Parameters
     ----------
@@ -182,6 +180,12 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
         Frame key (relative POSIX path).
     config : Config
         Build configuration.
+    curves : CurveTable, optional
+        Tabulated camera curves when ``config.camera.curve == 'table'``.
+    on_pair : callable, optional
+        Called as ``on_pair(j, ldr, target, score, saturated_fraction)`` for every
+        candidate rendered with the full camera (``render_pair``'s output), so a
+        caller can keep pairs without rendering them again.
 
     Returns
     -------
@@ -201,16 +205,15 @@ def score_frame(frame: np.ndarray, key: str, config: Config,
     cols: dict[str, list] = {c: [] for c in CANDIDATE_COLUMNS}
     for j, ((r, c), p) in enumerate(zip(windows, params)):
         r, c = int(r), int(c)
-        if config.select.keep_all:
-            rendered, score, sat = False, math.nan, math.nan
-        else:
-            rendered = True
-            if bar is not None:
-                score, sat = scorer.prescore(r, c, p, curves)
-                rendered = score >= bar
-            if rendered:
-                ldr, target = render_pair(frame, r, c, size, p, config, curves)
-                score, sat = scorer.score_pair(r, c, p, ldr, target)
+        rendered = True
+        if bar is not None:
+            score, sat = scorer.prescore(r, c, p, curves)
+            rendered = score >= bar
+        if rendered:
+            ldr, target = render_pair(frame, r, c, size, p, config, curves)
+            score, sat = scorer.score_pair(r, c, p, ldr, target)
+            if on_pair is not None:
+                on_pair(j, ldr, target, score, sat)
         row = dict(source=key, candidate=j, row=r, col=c, size=size, score=float(score),
                    saturated_fraction=float(sat), rendered=rendered, seed=config.seed)
         for name in CANDIDATE_COLUMNS:

@@ -22,6 +22,7 @@ partial write is a read-modify-write of the whole shard).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -43,6 +44,9 @@ __all__ = [
     "open_store",
     "PairReader",
     "write_pairs",
+    "encode_pair",
+    "decode_pair",
+    "write_encoded_pairs",
     "pair_checksum",
     "to_half",
     "atomic_write_bytes",
@@ -160,24 +164,102 @@ def _write_whole_shard(arr, shard: int, data: np.ndarray) -> bool:
         False, having written nothing, where the array's layout is not that one
         (another codec, or a shard that is not full): the caller lets zarr write it.
     """
-    import google_crc32c
+    if not (_whole_plain_shard(arr, shard, len(data)) and data.dtype == arr.dtype and data.dtype.byteorder in "=|"):
+        return False
+    blosc = _numcodecs_blosc(arr.metadata.codecs[0].codecs[1])
+    _put_shard(arr, shard, [blosc.encode(np.ascontiguousarray(chunk)) for chunk in data])
+    return True
+
+
+def _whole_plain_shard(arr, shard: int, n: int) -> bool:
+    """True if ``n`` chunks fill shard ``shard`` of ``arr`` and the layout is ``_plain_blosc_shards``."""
+    return _plain_blosc_shards(arr) and n == arr.shards[0] and (shard + 1) * n <= arr.shape[0]
+
+
+def _numcodecs_blosc(codec):
+    """The numcodecs Blosc that encodes exactly as zarr's ``BloscCodec`` ``codec``."""
     import numcodecs
+
+    return numcodecs.Blosc(cname=codec.cname.value, clevel=codec.clevel, blocksize=codec.blocksize,
+                           typesize=codec.typesize,
+                           shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec.shuffle.value])
+
+
+def _put_shard(arr, shard: int, frames: list[bytes]) -> None:
+    """Write a shard file from its chunks' encoded frames: frames, index (offset, length) <u8, CRC32C."""
+    import google_crc32c
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    if not (_plain_blosc_shards(arr) and len(data) == arr.shards[0]
-            and (shard + 1) * len(data) <= arr.shape[0] and data.dtype == arr.dtype
-            and data.dtype.byteorder in "=|"):
-        return False
-    b = arr.metadata.codecs[0].codecs[1]
-    blosc = numcodecs.Blosc(cname=b.cname.value, clevel=b.clevel, blocksize=b.blocksize, typesize=b.typesize,
-                            shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[b.shuffle.value])
-    frames = [blosc.encode(np.ascontiguousarray(chunk)) for chunk in data]
     lengths = np.array([len(f) for f in frames], np.uint64)
     index = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1).astype("<u8").tobytes()
     crc = np.array([google_crc32c.value(index)], "<u4").tobytes()
     key = f"{arr.path}/{arr.metadata.encode_chunk_key((shard, *[0] * (arr.ndim - 1)))}"
     sync(arr.store_path.store.set(key, default_buffer_prototype().buffer.from_bytes(b"".join([*frames, index, crc]))))
+
+
+def encode_pair(ldr: np.ndarray, hdr: np.ndarray, compressor: str, level: int) -> tuple[bytes, bytes] | None:
+    """A pair's two chunks encoded as whole-shard writes store them, to write later with ``write_encoded_pairs``.
+
+    Parameters
+    ----------
+    ldr, hdr : numpy.ndarray
+        uint8 and float16 (P, P, 3).
+    compressor, level
+        The store's ``output.compressor`` and ``output.level``.
+
+    Returns
+    -------
+    (bytes, bytes) or None
+        The blosc frames of the LDR and HDR chunks; None where shards are not
+        written from frames: another compressor, or an all-zero chunk (zarr
+        leaves those out of their shard).
+    """
+    if compressor != "blosc-zstd" or _all_zero(ldr) or _all_zero(hdr):
+        return None
+    return tuple(_pair_encoder(compressor, level, np.dtype(a.dtype).str).encode(np.ascontiguousarray(a))
+                 for a in (ldr, hdr))
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_encoder(compressor: str, level: int, dtype: str):
+    return _numcodecs_blosc(_codecs(compressor, level, np.dtype(dtype))[0])
+
+
+def decode_pair(frames: tuple[bytes, bytes], patch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``encode_pair``: (ldr uint8, hdr float16), each (P, P, 3)."""
+    import numcodecs
+
+    out = (np.empty((patch_size, patch_size, 3), np.uint8), np.empty((patch_size, patch_size, 3), np.float16))
+    for frame, arr in zip(frames, out):
+        numcodecs.Blosc().decode(frame, out=arr)
+    return out
+
+
+def write_encoded_pairs(group, start: int, frames: list[tuple[bytes, bytes]], compressor: str, level: int) -> bool:
+    """Write pairs ``start .. start+len(frames)`` from ``encode_pair``'s frames, without re-encoding them.
+
+    Returns
+    -------
+    bool
+        False, having written nothing, unless the pairs fill whole shards of the
+        plain layout encoded with the same codec; the caller then decodes them
+        (``decode_pair``) and uses ``write_pairs``.
+    """
+    arrays = group["ldr"], group["hdr"]
+    per = arrays[0].shards[0] if arrays[0].shards else 0
+    if not per or start % per or len(frames) % per:
+        return False
+    for arr in arrays:
+        if not all(_whole_plain_shard(arr, s // per, per) for s in range(start, start + len(frames), per)):
+            return False
+        codec = _numcodecs_blosc(arr.metadata.codecs[0].codecs[1])
+        if codec.get_config() != _pair_encoder(compressor, level, arr.dtype.str).get_config():
+            return False
+    for i, arr in enumerate(arrays):
+        for s in range(start, start + len(frames), per):
+            _put_shard(arr, s // per, [f[i] for f in frames[s - start:s - start + per]])
+        pause_point("shard-array-written")
     return True
 
 

@@ -271,3 +271,29 @@ def test_a_frame_changed_after_scoring_is_refused(frames, reference, tmp_path):
     synth.write_frames(src, n=1, seed=99, height=256, width=384)  # overwrites synth_000.exr
     with pytest.raises(StoreError, match="changed since it was scored"):
         _build(src, out)
+
+
+def test_each_pair_is_rendered_once_and_the_stage_3_fallback_is_identical(frames, reference, tmp_path, monkeypatch):
+    """Stage 1 encodes the pairs it keeps; stage 3 writes them without rendering again.
+
+    Without those encoded pairs (a mode that ranks, or files gone) stage 3 renders
+    them itself: the store must be the same bytes either way.
+    """
+    from hdrprep import pairs
+
+    calls = []
+    real = pairs.render_pair
+    monkeypatch.setattr(pairs, "render_pair", lambda *a, **kw: calls.append(a[1:3]) or real(*a, **kw))
+    out = tmp_path / "once.zarr"
+    _build(frames, out)
+    rendered = pq.read_table(out / store.CANDIDATES_NAME)["rendered"].to_pylist()
+    assert len(calls) == sum(rendered)  # stage 1's renders only
+    assert not (out / store.WORK_DIR / "pairs").exists()  # freed once the store is complete
+    _assert_same(_contents(reference[0]), _contents(out))
+
+    calls.clear()
+    monkeypatch.setattr(build, "_read_stash", lambda out, row: None)
+    out = tmp_path / "twice.zarr"
+    _build(frames, out)
+    assert len(calls) == sum(rendered) + reference[1]["counts"]["kept"]
+    _assert_same(_contents(reference[0]), _contents(out))

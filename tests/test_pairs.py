@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import HDR_DIR
-from hdrprep import pairs
+from hdrprep import camera, pairs
 from hdrprep.config import Config
 from hdrprep.io import read_frame
 
 # a bright daylight frame and a night frame with lamps: many saturated windows, and few
+PARAMS = [f.name for f in dataclasses.fields(camera.CameraParams)]
 FRAMES = ("forest_slope_1k.hdr", "moonless_golf_1k.hdr")
 
 
@@ -53,8 +54,23 @@ def test_prescreen_renders_in_full_what_can_pass_and_scores_it_exactly(name, exp
 def test_prescreen_skips_some_and_is_off_where_every_score_decides():
     frame = _frame(FRAMES[0])
     assert not all(pairs.score_frame(frame, "f", _config())["rendered"])
-    assert all(pairs.score_frame(frame, "f", _config(**{"select.target_pairs": 5}))["rendered"])
-    # keep-all scores nothing in stage 1: the build scores each pair as it writes it
-    cols = pairs.score_frame(frame, "f", _config(**{"select.keep_all": True}))
-    assert not any(cols["rendered"])
-    assert np.isnan(cols["score"]).all() and np.isnan(cols["saturated_fraction"]).all()
+    for dotted in ({"select.target_pairs": 5}, {"select.keep_all": True}):
+        assert all(pairs.score_frame(frame, "f", _config(**dotted))["rendered"])
+
+
+def test_on_pair_sees_every_rendered_candidate_with_its_score():
+    frame = _frame(FRAMES[0])
+    cfg = _config()
+    seen = {}
+
+    def on_pair(j, ldr, target, score, sat):
+        seen[j] = (ldr.copy(), target.copy(), score, sat)
+
+    cols = pairs.score_frame(frame, "f", cfg, on_pair=on_pair)
+    assert sorted(seen) == [j for j, r in enumerate(cols["rendered"]) if r]
+    for j, (ldr, target, score, sat) in seen.items():
+        assert (score, sat) == (cols["score"][j], cols["saturated_fraction"][j])
+        ref = pairs.render_pair(frame, cols["row"][j], cols["col"][j], cfg.sampling.patch_size,
+                                camera.CameraParams.from_dict({k: cols[k][j] for k in PARAMS}), cfg)
+        np.testing.assert_array_equal(ldr, ref[0])
+        np.testing.assert_array_equal(target, ref[1])

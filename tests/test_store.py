@@ -175,3 +175,34 @@ def test_pair_reader_reads_a_missing_shard_as_zero_and_refuses_a_damaged_index(t
     reader = store.PairReader(zarr.open_group(str(tmp_path / "s.zarr"), mode="r"))
     with pytest.raises(StoreError, match="index is damaged"):
         reader.read(6)
+
+
+@pytest.mark.parametrize("level", [1, 3])
+def test_encoded_pairs_write_the_same_shard_files_as_write_pairs(tmp_path, level):
+    n, size, per = 16, 16, 8
+    ldr, hdr = _pairs(n, size, np.random.default_rng(9))
+    frames = [store.encode_pair(ldr[i], hdr[i], "blosc-zstd", level) for i in range(n)]
+    for i, f in enumerate(frames):
+        got = store.decode_pair(f, size)
+        assert np.array_equal(got[0], ldr[i]) and np.array_equal(got[1].view(np.uint16), hdr[i].view(np.uint16))
+    roots = tmp_path / "encoded", tmp_path / "reference"
+    group, _ = store.create_arrays(roots[0], n, size, per, "blosc-zstd", level)
+    for start in range(0, n, per):
+        assert store.write_encoded_pairs(group, start, frames[start:start + per], "blosc-zstd", level)
+    group, _ = store.create_arrays(roots[1], n, size, per, "blosc-zstd", level)
+    for start in range(0, n, per):
+        store.write_pairs(group, start, ldr[start:start + per], hdr[start:start + per])
+    assert _shard_files(roots[0]) == _shard_files(roots[1])
+
+
+def test_encoded_pairs_only_where_shards_are_written_from_frames(tmp_path):
+    ldr, hdr = _pairs(20, 16, np.random.default_rng(10))
+    frames = [store.encode_pair(ldr[i], hdr[i], "blosc-zstd", 1) for i in range(20)]
+    # no frames for another compressor or an all-zero chunk (zarr leaves those out of the shard)
+    assert store.encode_pair(ldr[0], hdr[0], "zstd", 1) is None
+    assert store.encode_pair(np.zeros_like(ldr[0]), hdr[0], "blosc-zstd", 1) is None
+    group, _ = store.create_arrays(tmp_path / "a", 20, 16, 8, "blosc-zstd", 1)
+    assert not store.write_encoded_pairs(group, 16, frames[16:], "blosc-zstd", 1)  # the short last shard
+    assert not store.write_encoded_pairs(group, 0, frames[:8], "blosc-zstd", 3)  # frames of another level
+    assert not store.write_encoded_pairs(group, 4, frames[4:12], "blosc-zstd", 1)  # not shard-aligned
+    assert not list((tmp_path / "a" / "ldr").rglob("c/*")) and not list((tmp_path / "a" / "hdr").rglob("c/*"))
