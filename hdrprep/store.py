@@ -321,30 +321,49 @@ class PairReader:
 
     def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Pair ``k``: ``ldr`` uint8 (P, P, 3) and ``hdr`` float16 (P, P, 3), as zarr returns them."""
+        out = tuple(np.empty(a.shape[1:], a.dtype) for a in self.arrays)
+        self.read_into(k, *out)
+        return out
+
+    def read_into(self, k: int, ldr_out: np.ndarray, hdr_out: np.ndarray) -> None:
+        """Decode pair ``k`` straight into ``ldr_out`` uint8 and ``hdr_out`` float16, C-contiguous (P, P, 3).
+
+        The same values as :meth:`read`, with no array allocated and no copy on the
+        direct path (e.g. into a DataLoader worker's shared-memory batch).
+        """
         k = int(k)
         if not 0 <= k < len(self):
             raise IndexError(f"pair {k} out of range 0..{len(self) - 1}")
-        return tuple(self._read_one(i, k) for i in range(2))
+        for i, out in enumerate((ldr_out, hdr_out)):
+            arr = self.arrays[i]
+            if out.shape != arr.shape[1:] or out.dtype != arr.dtype or not out.flags.c_contiguous:
+                # blosc writes raw bytes into any contiguous buffer: a wrong one would be filled silently
+                raise ValueError(f"read_into: {arr.basename} needs a C-contiguous {arr.dtype} array of shape "
+                                 f"{arr.shape[1:]}, got {out.dtype} {out.shape} "
+                                 f"({'' if out.flags.c_contiguous else 'not '}C-contiguous)")
+            self._read_one(i, k, out)
 
-    def _read_one(self, i: int, k: int) -> np.ndarray:
+    def _read_one(self, i: int, k: int, out: np.ndarray) -> None:
         arr, direct = self.arrays[i], self._direct[i]
         if direct is None:
-            return arr[k]
+            out[...] = arr[k]
+            return
         root, per = direct
         shard, slot = divmod(k, per)
         path = root / arr.path / arr.metadata.encode_chunk_key((shard, *[0] * (arr.ndim - 1)))
-        out = np.zeros(arr.shape[1:], arr.dtype)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            return out  # zarr writes no file for an all-fill shard
+            out.fill(0)  # zarr writes no file for an all-fill shard
+            return
         try:
             index = self._indices.get((i, shard))
             if index is None:
                 index = self._indices[(i, shard)] = self._read_index(fd, path, per)
             offset, length = (int(v) for v in index[slot])
             if offset == length == self._MISSING:
-                return out
+                out.fill(0)
+                return
             frame = os.pread(fd, length, offset)
         finally:
             os.close(fd)
@@ -356,7 +375,6 @@ class PairReader:
         import numcodecs
 
         numcodecs.Blosc().decode(frame, out=out)
-        return out
 
     @staticmethod
     def _read_index(fd: int, path: Path, per: int) -> np.ndarray:
