@@ -5,13 +5,15 @@
 Builds a temporary store in the format-1 layout (blosc-zstd level 1, 16 pairs per
 shard, textured content like tests/test_train_store.py), then:
 1. reference: one pair at a time with plain ``zarr`` indexing (ldr[r], hdr[r]) in the main process,
-   against ``hdrprep.store.PairReader.read(r)`` (direct shard reads, what ``PairDataset`` uses);
+   against ``hdrprep.store.PairReader.read(r)`` (direct shard reads) and ``read_into(r, ...)``
+   (the same decoded into reused arrays, what ``PairDataset`` uses);
 2. ``PairDataset`` + ``StreamSampler`` (random order, flips) through ``make_loader``, batch 4,
    with 0, 1 and 2 workers (goal: >= 200 pairs/s per worker process): batches of float32
    (ldr, hdr, mask); compact uint8/float16 batches as delivered (the trainer's path, whose
-   ``expand_batch`` runs on the training device); the same expanded on this CPU in the main
-   process (which then competes with the workers for the cores); and, for comparison, the
-   previous per-item path (one ``dataset[key]`` per pair, torch's default collation);
+   ``expand_batch``, flips and HWC -> CHW included, runs on the training device); the same
+   expanded on this CPU in the main process (which then competes with the workers for the
+   cores); and, for comparison, the previous per-item path (one ``dataset[key]`` per pair,
+   torch's default collation); then a CPU profile of a worker's work per pair;
 3. full Santos model (width 64, depth 7) on 512x512 at batch 4, perceptual loss with a
    randomly initialised VGG-19 loaded from a file: seconds per training step on CPU.
 """
@@ -94,6 +96,61 @@ def bench_reader(path: Path, count: int) -> tuple[float, float]:
     return count / (time.perf_counter() - t), count / (cpu_seconds() - c)
 
 
+def bench_reader_into(path: Path, count: int) -> tuple[float, float]:
+    import zarr
+
+    from hdrprep.store import PairReader
+
+    reader = PairReader(zarr.open_group(str(path), mode="r"))
+    ldr, hdr = (np.empty(a.shape[1:], a.dtype) for a in reader.arrays)
+    rows = np.random.default_rng(1).integers(0, len(reader), count)
+    t, c = time.perf_counter(), cpu_seconds()
+    for r in rows:
+        reader.read_into(r, ldr, hdr)
+    return count / (time.perf_counter() - t), count / (cpu_seconds() - c)
+
+
+def profile_worker(path: Path, count: int, batch: int = 4) -> dict:
+    """CPU ms per pair of a worker's work, ``PairDataset.read_into`` of random batches into one
+    reused buffer (a worker's slot): in total, and in its ``os.pread`` and blosc decode calls
+    (timed by wrapping them for the duration; cProfile cannot see into the Cython codec)."""
+    import os
+
+    import numcodecs
+
+    from hdrprep.train.dataset import PairDataset, StreamSampler, read_store_info
+
+    info = read_store_info(path)
+    ds = PairDataset(info, compact=True)
+    keys = list(StreamSampler(np.arange(info.n_pairs), seed=3, start=0, count=count + batch))
+    p = info.patch_size
+    ldr8, hdr16 = np.empty((batch, p, p, 3), np.uint8), np.empty((batch, p, p, 3), np.float16)
+    ds.read_into(keys[:batch], ldr8, hdr16)  # warm-up: reader opened, buffers touched
+    spent = {"decode": 0.0, "pread": 0.0}
+
+    def timed(name, fn):
+        def call(*args, **kwargs):
+            t = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.thread_time() - t
+        return call
+
+    decode, pread = numcodecs.Blosc.decode, os.pread
+    numcodecs.Blosc.decode, os.pread = timed("decode", decode), timed("pread", pread)
+    try:
+        t = time.thread_time()
+        for i in range(batch, count + batch, batch):
+            ds.read_into(keys[i:i + batch], ldr8, hdr16)
+        total = time.thread_time() - t
+    finally:
+        numcodecs.Blosc.decode, os.pread = decode, pread
+    n = len(keys) - batch
+    return {"total": 1e3 * total / n, **{k: 1e3 * v / n for k, v in spent.items()},
+            "rest": 1e3 * (total - sum(spent.values())) / n}
+
+
 def _per_item_loader(dataset, sampler, batch: int, workers: int):
     """The previous path, for comparison: one key per __getitem__, torch's default collation."""
     return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
@@ -172,6 +229,8 @@ def main() -> None:
         print(f"{'reference: zarr ldr[r], hdr[r]':<34}{ref:>9.1f}{ref:>12.1f}{ref_cpu:>11.1f}{1.0:>8.2f}")
         rate, cpu = bench_reader(tmp / "bench.zarr", args.count)
         print(f"{'PairReader.read(r)':<34}{rate:>9.1f}{rate:>12.1f}{cpu:>11.1f}{rate / ref:>8.2f}")
+        rate, cpu = bench_reader_into(tmp / "bench.zarr", args.count)
+        print(f"{'PairReader.read_into(r, buffers)':<34}{rate:>9.1f}{rate:>12.1f}{cpu:>11.1f}{rate / ref:>8.2f}")
         rows = [("float32 items", False, True, False),
                 ("compact, per-item (old path)", True, False, True),
                 ("compact items", True, False, False),
@@ -181,6 +240,10 @@ def main() -> None:
                 rate, cpu = bench_loader(tmp / "bench.zarr", w, args.count, compact, expand, per_item)
                 label = f"{name}, {w}w"
                 print(f"{label:<34}{rate:>9.1f}{rate / max(w, 1):>12.1f}{cpu:>11.1f}{rate / ref:>8.2f}")
+        prof = profile_worker(tmp / "bench.zarr", args.count)
+        print(f"\na worker's work (PairDataset.read_into, batch 4, main process), CPU ms per pair: "
+              f"{prof['total']:.2f} = blosc decode {prof['decode']:.2f} + pread {prof['pread']:.2f} "
+              f"+ rest {prof['rest']:.2f}  (= {1e3 / prof['total']:.0f} pairs per CPU-s)")
         torch.set_num_threads(train_threads)
         if args.train_steps:
             step, first = bench_train(tmp / "bench.zarr", args.train_steps, tmp)

@@ -111,7 +111,8 @@ def test_batches_identical_with_0_1_and_2_workers(tiny_store, compact):
     b0, b1, b2 = batches(0), batches(1), batches(2)
     assert len(b0) == len(b1) == len(b2) == 5
     for x, y, z in zip(b0, b1, b2):
-        assert set(x) == set(y) == set(z) == ({"ldr", "hdr", "row"} if compact else {"ldr", "hdr", "mask", "row"})
+        assert set(x) == set(y) == set(z) == ({"ldr", "hdr", "flip", "row"} if compact
+                                              else {"ldr", "hdr", "mask", "row"})
         for k in x:
             assert torch.equal(x[k], y[k]) and torch.equal(x[k], z[k])
 
@@ -121,10 +122,19 @@ def test_compact_batches_expand_to_the_float_items(tiny_store):
 
     info = read_store_info(tiny_store[0])
     keys = list(StreamSampler(np.arange(12), seed=1, start=0, count=8))
-    full = next(iter(make_loader(PairDataset(info), keys, batch_size=8)))
-    small = next(iter(make_loader(PairDataset(info, compact=True), keys, batch_size=8)))
+    keys += [(keys[0][0], 1 - keys[0][1], 1), (keys[0][0], 0, 0)]  # a row twice more: read once, flipped apart
+    assert {k[1:] for k in keys} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    full = next(iter(make_loader(PairDataset(info), keys, batch_size=10)))
+    small = next(iter(make_loader(PairDataset(info, compact=True), keys, batch_size=10)))
+    # compact: the pairs exactly as stored, unflipped, HWC; the flips travel as flags
+    _, ldr, hdr = tiny_store
+    rows = [k[0] for k in keys]
     assert small["ldr"].dtype == torch.uint8 and small["hdr"].dtype == torch.float16
+    assert np.array_equal(small["ldr"].numpy(), ldr[rows])
+    assert np.array_equal(small["hdr"].numpy(), hdr[rows].astype(np.float16))
+    assert small["flip"].dtype == torch.bool and small["flip"].tolist() == [[bool(f) for f in k[1:]] for k in keys]
     for a, b in zip(expand_batch(small, info.mask_alpha), expand_batch(full, info.mask_alpha)):
+        assert a.dtype == b.dtype == torch.float32 and a.shape == (10, 3, 128, 128) and a.is_contiguous()
         assert torch.equal(a, b)
 
 

@@ -6,7 +6,7 @@ but recomputed from the LDR with the build's ``camera.mask_alpha``.
 
 Randomness follows "sample parameters, then apply": :class:`StreamSampler`
 turns (seed, stream position) into (row, flip_h, flip_v) keys, and the Dataset
-applies them deterministically. The batches therefore depend only on the seed
+(for compact batches, :func:`expand_batch`) applies them deterministically. The batches therefore depend only on the seed
 and the position, never on the number of DataLoader workers, and a resumed run
 restarts the stream at ``step * batch_size``.
 """
@@ -155,10 +155,11 @@ class PairDataset(torch.utils.data.Dataset):
     1.0 = LDR clipping point; ``mask`` (B, 3, P, P) float32 in [0, 1]; ``row`` (B,) int64
     (one item: the same without the leading B).
 
-    With ``compact=True`` items hold the stored types instead, ``ldr`` uint8 and
-    ``hdr`` float16, and no mask: a quarter of the bytes to move from DataLoader
-    workers; :func:`expand_batch` turns a batch of them into the float32 form above
-    (bit-identical), on the training device.
+    With ``compact=True`` items hold the pairs exactly as stored instead, unflipped:
+    ``ldr`` uint8 and ``hdr`` float16 (B, P, P, 3), ``flip`` bool (B, 2) (horizontal,
+    vertical) and ``row``; no mask. DataLoader workers then only decode (a quarter of
+    the bytes of the float form, no per-pair copy), and :func:`expand_batch` flips and
+    permutes them into the float32 form above (bit-identical), on the training device.
     """
 
     def __init__(self, info: StoreInfo, compact: bool = False):
@@ -193,41 +194,54 @@ class PairDataset(torch.utils.data.Dataset):
 
     def read_batch(self, keys) -> dict:
         """Read and stack the items of ``keys`` (row numbers or (row, flip_h, flip_v) tuples)."""
-        shape = (len(keys), 3, self.info.patch_size, self.info.patch_size)
-        ldr8, hdr16 = torch.empty(shape, dtype=torch.uint8), torch.empty(shape, dtype=torch.float16)
-        rows = self.read_into(keys, ldr8.numpy(), hdr16.numpy())
-        return self.finish(ldr8, hdr16, rows)
+        p = self.info.patch_size
+        ldr8 = torch.empty((len(keys), p, p, 3), dtype=torch.uint8)
+        hdr16 = torch.empty((len(keys), p, p, 3), dtype=torch.float16)
+        rows, flips = self.read_into(keys, ldr8.numpy(), hdr16.numpy())
+        return self.finish(ldr8, hdr16, rows, flips)
 
-    def read_into(self, keys, ldr8: np.ndarray, hdr16: np.ndarray) -> np.ndarray:
-        """Write the stored pairs of ``keys``, flipped, into ``ldr8`` uint8 and ``hdr16`` float16 (B, 3, P, P).
+    def read_into(self, keys, ldr8: np.ndarray, hdr16: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decode the stored pairs of ``keys`` into ``ldr8`` uint8 and ``hdr16`` float16 (B, P, P, 3).
 
-        Rows are read in ascending order (a pair asked for twice is read once), and each
-        is flipped and transposed to CHW in one copy. Returns the rows, int64 (B,).
+        The arrays are filled as stored (HWC, unflipped), each pair decoded straight into
+        its place; rows are read in ascending order and a pair asked for twice is read once.
+
+        Returns
+        -------
+        rows : int64 (B,)
+        flips : bool (B, 2), (horizontal, vertical) flip of each item, applied by :meth:`finish`
         """
         keys = [(int(k), 0, 0) if np.isscalar(k) else tuple(int(v) for v in k) for k in keys]
         rows = np.array([k[0] for k in keys], dtype=np.int64)
         if len(keys) == 0 or rows.min() < 0 or rows.max() >= self.info.n_pairs:
             raise IndexError(f"rows must be in 0..{self.info.n_pairs - 1}, got {rows.tolist()}")
+        flips = np.array([k[1:] for k in keys], dtype=bool).reshape(len(keys), 2)
         reader = self._open()
-        last, pair = None, None
+        first = {}
         for i in np.argsort(rows, kind="stable"):
-            row, fh, fv = keys[i]
-            if row != last:
-                pair, last = reader.read(row), row
-            view = (slice(None, None, -1 if fv else 1), slice(None, None, -1 if fh else 1))
-            ldr8[i] = pair[0][view].transpose(2, 0, 1)
-            hdr16[i] = pair[1][view].transpose(2, 0, 1)
-        return rows
+            j = first.setdefault(rows[i], i)
+            if j == i:
+                reader.read_into(rows[i], ldr8[i], hdr16[i])
+            else:
+                ldr8[i], hdr16[i] = ldr8[j], hdr16[j]
+        return rows, flips
 
-    def finish(self, ldr8: torch.Tensor, hdr16: torch.Tensor, rows: np.ndarray) -> dict:
-        """The batch dict of stored (B, 3, P, P) arrays: as they are if compact, else float32 with the mask."""
+    def finish(self, ldr8: torch.Tensor, hdr16: torch.Tensor, rows: np.ndarray, flips: np.ndarray) -> dict:
+        """The batch dict of stored (B, P, P, 3) pairs: as they are if compact, else flipped float32 CHW."""
+        rows = torch.from_numpy(rows)
         if self.compact:
-            return {"ldr": ldr8, "hdr": hdr16, "row": torch.from_numpy(rows)}
+            return {"ldr": ldr8, "hdr": hdr16, "flip": torch.from_numpy(flips), "row": rows}
         # numpy division and a lookup table: a path independent of expand_batch's torch ops
-        ldr8 = ldr8.numpy()
-        ldr, mask = np.divide(ldr8, np.float32(255.0), dtype=np.float32), self._mask_lut[ldr8]
-        return {"ldr": torch.from_numpy(ldr), "hdr": hdr16.float(), "mask": torch.from_numpy(mask),
-                "row": torch.from_numpy(rows)}
+        n, p = len(rows), self.info.patch_size
+        ldr, hdr, mask = (np.empty((n, 3, p, p), np.float32) for _ in range(3))
+        for i, (fh, fv) in enumerate(flips):
+            view = (slice(None, None, -1 if fv else 1), slice(None, None, -1 if fh else 1))
+            l8 = ldr8[i].numpy()[view].transpose(2, 0, 1)
+            np.divide(l8, np.float32(255.0), out=ldr[i], dtype=np.float32)
+            np.take(self._mask_lut, l8, out=mask[i])
+            hdr[i] = hdr16[i].numpy()[view].transpose(2, 0, 1)
+        return {"ldr": torch.from_numpy(ldr), "hdr": torch.from_numpy(hdr), "mask": torch.from_numpy(mask),
+                "row": rows}
 
 
 class StreamSampler(torch.utils.data.Sampler):
@@ -262,13 +276,30 @@ class StreamSampler(torch.utils.data.Sampler):
 
 
 def expand_batch(batch: dict, mask_alpha: float, device: torch.device | str = "cpu") -> tuple:
-    """(ldr, hdr, mask) float32 (B, 3, P, P) on ``device`` from a batch of either item form."""
+    """(ldr, hdr, mask) float32 (B, 3, P, P), C-contiguous, on ``device`` from a batch of either item form.
+
+    A compact batch (stored HWC pairs and their ``flip`` flags) is moved as it is and
+    flipped, permuted to CHW and converted there: on a GPU that costs nothing next to
+    a training step, and it is the work the DataLoader workers are spared.
+    """
     ldr = batch["ldr"].to(device, non_blocking=True)
-    hdr = batch["hdr"].to(device, non_blocking=True).float()
+    hdr = batch["hdr"].to(device, non_blocking=True)
     if ldr.dtype == torch.uint8:
-        ldr = ldr.float().div_(255.0)
-        return ldr, hdr, soft_mask(ldr, mask_alpha)
-    return ldr, hdr, batch["mask"].to(device, non_blocking=True)
+        flips = batch["flip"].tolist()
+        ldr = _oriented_float(ldr, flips).div_(255.0)
+        return ldr, _oriented_float(hdr, flips), soft_mask(ldr, mask_alpha)
+    return ldr, hdr.float(), batch["mask"].to(device, non_blocking=True)
+
+
+def _oriented_float(x: torch.Tensor, flips: list) -> torch.Tensor:
+    """float32 (B, 3, P, P) from (B, P, P, 3), item i flipped as ``flips[i]`` = (horizontal, vertical)."""
+    b, p, _, c = x.shape
+    out = torch.empty((b, c, p, p), dtype=torch.float32, device=x.device)
+    chw = x.permute(0, 3, 1, 2)
+    for i, (fh, fv) in enumerate(flips):
+        dims = [d for d, f in ((1, fv), (2, fh)) if f]
+        out[i] = chw[i].flip(dims) if dims else chw[i]  # the copy converts to float32
+    return out
 
 
 class _SlotBatches(torch.utils.data.Dataset):
@@ -276,15 +307,16 @@ class _SlotBatches(torch.utils.data.Dataset):
 
     The buffers are allocated once, before the workers start, ``slots`` per worker;
     ``busy[w, s]`` is set by worker ``w`` when it fills slot ``s`` and cleared by the
-    main process once it has copied the batch out. (Fresh shared memory for every batch,
+    main process once it has taken the batch out. (Fresh shared memory for every batch,
     what torch's collation does, costs more than decoding the pairs on the VMs measured.)
+    Slots hold pairs as stored, (P, P, 3), so that workers decode straight into them.
     """
 
     def __init__(self, dataset: PairDataset, workers: int, slots: int, batch_size: int):
         p = dataset.info.patch_size
         self.dataset = dataset
-        self.ldr = torch.empty((workers, slots, batch_size, 3, p, p), dtype=torch.uint8).share_memory_()
-        self.hdr = torch.empty((workers, slots, batch_size, 3, p, p), dtype=torch.float16).share_memory_()
+        self.ldr = torch.empty((workers, slots, batch_size, p, p, 3), dtype=torch.uint8).share_memory_()
+        self.hdr = torch.empty((workers, slots, batch_size, p, p, 3), dtype=torch.float16).share_memory_()
         self.busy = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
 
     def __getitem__(self, keys) -> tuple:
@@ -295,15 +327,18 @@ class _SlotBatches(torch.utils.data.Dataset):
         s = int(np.argmin(busy))
         busy[s] = 1
         n = len(keys)
-        rows = self.dataset.read_into(keys, self.ldr[w, s, :n].numpy(), self.hdr[w, s, :n].numpy())
-        return w, s, rows
+        rows, flips = self.dataset.read_into(keys, self.ldr[w, s, :n].numpy(), self.hdr[w, s, :n].numpy())
+        return w, s, rows, flips
 
-    def take(self, w: int, s: int, rows: np.ndarray) -> dict:
-        """Main process: copy batch (w, s) out of its slot, free the slot, finish the batch."""
+    def take(self, w: int, s: int, rows: np.ndarray, flips: np.ndarray) -> dict:
+        """Main process: finish batch (w, s) into arrays of its own (a copy if compact), free the slot."""
         n = len(rows)
-        ldr8, hdr16 = self.ldr[w, s, :n].clone(), self.hdr[w, s, :n].clone()
+        ldr8, hdr16 = self.ldr[w, s, :n], self.hdr[w, s, :n]
+        if self.dataset.compact:
+            ldr8, hdr16 = ldr8.clone(), hdr16.clone()
+        batch = self.dataset.finish(ldr8, hdr16, rows, flips)
         self.busy[w, s] = 0
-        return self.dataset.finish(ldr8, hdr16, rows)
+        return batch
 
 
 def _as_is(x):
@@ -334,8 +369,8 @@ class BatchLoader:
         # numcodecs.blosc.use_threads = False)
         loader = torch.utils.data.DataLoader(slots, batch_size=None, sampler=batches, collate_fn=_as_is,
                                              num_workers=self.num_workers, prefetch_factor=prefetch)
-        for w, s, rows in loader:
-            yield self._pin(slots.take(w, s, rows))
+        for w, s, rows, flips in loader:
+            yield self._pin(slots.take(w, s, rows, flips))
 
     def _pin(self, batch: dict) -> dict:
         return {k: v.pin_memory() for k, v in batch.items()} if self.pin_memory else batch
@@ -349,8 +384,8 @@ def make_loader(dataset: PairDataset, sampler, batch_size: int, num_workers: int
     ``batch_size`` (the last one may be shorter). A batch is read whole by one process (a
     DataLoader worker, or the main process if ``num_workers`` is 0), with no per-item
     collation. Batches are dicts of stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, P, P)
-    float32, ``row`` (B,) int64; compact datasets: ``ldr`` uint8, ``hdr`` float16, no ``mask``),
-    owned by the caller.
+    float32, ``row`` (B,) int64; compact datasets: ``ldr`` uint8 and ``hdr`` float16 (B, P, P, 3)
+    as stored, ``flip`` bool (B, 2), ``row``, for :func:`expand_batch`), owned by the caller.
     """
     if num_workers < 0:
         raise ConfigError(f"invalid value {num_workers!r} for 'num_workers': use 0 (main process) or more")
