@@ -135,10 +135,6 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
             f"repaired_{k}": int(v) for k, v in dataclasses.asdict(stats).items()})
         stash = _Stash(key, config) if _stage1_keeps(config) else None
         cols = pairs.score_frame(frame, key, config, _load_curves(config), on_pair=stash)
-        if stash is not None:
-            cols.update(stash.columns(len(cols["source"])))
-            if stash.data:
-                store.atomic_write_bytes(Path(work) / "pairs" / f"{_frame_id(key)}.bin", stash.data)
     except BadFrameError as exc:
         record.update(status="skipped", reason=exc.reason, detail=exc.detail or str(exc))
     except OSError as exc:
@@ -146,6 +142,11 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
     except ValueError as exc:  # e.g. an all-black frame has no exposure that clips 5-15 %
         record.update(status="skipped", reason="no-signal", detail=f"{exc}; the frame cannot be exposed")
     record["candidates"] = len(cols.get("source", []))
+    if cols and stash is not None:
+        # outside the try: a failed write under --out (disk full) is not a bad frame
+        cols.update(stash.columns(record["candidates"]))
+        if stash.data:
+            store.atomic_write_bytes(Path(work) / "pairs" / f"{_frame_id(key)}.bin", stash.data)
     table = pa.table(cols) if cols else pa.table({})
     table = table.replace_schema_metadata({b"hdrprep.frame": json.dumps(record).encode()})
     buf = pa.BufferOutputStream()
