@@ -180,8 +180,8 @@ def bench_loader(path: Path, workers: int, count: int, compact: bool, expand: bo
 
 
 def bench_train(path: Path, steps: int, tmp: Path) -> tuple[float, float]:
-    from hdrprep.train.loss import SantosLoss, load_vgg19, vgg19_features
     from hdrprep.train.dataset import PairDataset, StreamSampler, make_loader, read_store_info
+    from hdrprep.train.loss import SantosLoss, load_vgg19, vgg19_features
     from hdrprep.train.model import MaskedUNet
 
     torch.save({f"features.{k}": v for k, v in vgg19_features().state_dict().items()}, tmp / "vgg19.pth")

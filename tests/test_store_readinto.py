@@ -64,7 +64,7 @@ def test_read_into_refuses_wrong_buffers(smoke_store):
     hdr = np.zeros((p, p, 3), np.float16)
     for bad_l, bad_h, what in [
         (ldr, np.zeros((p, p, 3), np.float32), "float16"),
-        (np.zeros((p, p, 4), np.uint8), hdr, r"\(%d, %d, 3\)" % (p, p)),
+        (np.zeros((p, p, 4), np.uint8), hdr, rf"\({p}, {p}, 3\)"),
         (np.asfortranarray(ldr), hdr, "not C-contiguous"),  # blosc would fill it in the wrong order
         (ldr, np.zeros((p, p, 6), np.float16)[..., ::2], "not C-contiguous"),
     ]:

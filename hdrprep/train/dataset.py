@@ -231,17 +231,16 @@ class PairDataset(torch.utils.data.Dataset):
         rows = torch.from_numpy(rows)
         if self.compact:
             return {"ldr": ldr8, "hdr": hdr16, "flip": torch.from_numpy(flips), "row": rows}
-        # numpy division and a lookup table: a path independent of expand_batch's torch ops
+        # flipped CHW copies of the stored types, then numpy division and a lookup table:
+        # a path independent of expand_batch's torch ops
         n, p = len(rows), self.info.patch_size
-        ldr, hdr, mask = (np.empty((n, 3, p, p), np.float32) for _ in range(3))
+        ldr8_chw, hdr16_chw = np.empty((n, 3, p, p), np.uint8), np.empty((n, 3, p, p), np.float16)
         for i, (fh, fv) in enumerate(flips):
             view = (slice(None, None, -1 if fv else 1), slice(None, None, -1 if fh else 1))
-            l8 = ldr8[i].numpy()[view].transpose(2, 0, 1)
-            np.divide(l8, np.float32(255.0), out=ldr[i], dtype=np.float32)
-            np.take(self._mask_lut, l8, out=mask[i])
-            hdr[i] = hdr16[i].numpy()[view].transpose(2, 0, 1)
-        return {"ldr": torch.from_numpy(ldr), "hdr": torch.from_numpy(hdr), "mask": torch.from_numpy(mask),
-                "row": rows}
+            ldr8_chw[i] = ldr8[i].numpy()[view].transpose(2, 0, 1)
+            hdr16_chw[i] = hdr16[i].numpy()[view].transpose(2, 0, 1)
+        ldr, mask = np.divide(ldr8_chw, np.float32(255.0), dtype=np.float32), self._mask_lut[ldr8_chw]
+        return {"ldr": torch.from_numpy(ldr), "hdr": torch.from_numpy(hdr16_chw).float(), "mask": torch.from_numpy(mask), "row": rows}
 
 
 class StreamSampler(torch.utils.data.Sampler):
