@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -297,3 +298,9 @@ def test_each_pair_is_rendered_once_and_the_stage_3_fallback_is_identical(frames
     _build(frames, out)
     assert len(calls) == sum(rendered) + reference[1]["counts"]["kept"]
     _assert_same(_contents(reference[0]), _contents(out))
+
+
+@pytest.mark.skipif(not platform.libc_ver()[0] == "glibc", reason="mallopt thresholds are glibc's")
+def test_workers_keep_freed_memory_for_reuse():
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_; each task resets glibc so window-sized arrays are reused."""
+    assert build._keep_freed_memory() is True
