@@ -28,6 +28,12 @@ def codecs():
         "blosc-zstd-3-shuffle": Blosc("zstd", 3, Blosc.SHUFFLE),
         "blosc-zstd-1-bitshuffle": Blosc("zstd", 1, Blosc.BITSHUFFLE),
         "blosc-lz4-shuffle": Blosc("lz4", 5, Blosc.SHUFFLE),
+        # blosc's automatic block size is small at level 1; larger blocks give zstd more context
+        "blosc-zstd-1-shuffle-64k": Blosc("zstd", 1, Blosc.SHUFFLE, blocksize=1 << 16),
+        "blosc-zstd-1-shuffle-128k": Blosc("zstd", 1, Blosc.SHUFFLE, blocksize=1 << 17),
+        "blosc-zstd-1-shuffle-256k": Blosc("zstd", 1, Blosc.SHUFFLE, blocksize=1 << 18),
+        "blosc-zstd-1-shuffle-512k": Blosc("zstd", 1, Blosc.SHUFFLE, blocksize=1 << 19),
+        "blosc-zstd-2-shuffle-256k": Blosc("zstd", 2, Blosc.SHUFFLE, blocksize=1 << 18),
     }
 
 

@@ -63,6 +63,7 @@ REPORT_NAME = "report.json"
 WORK_DIR = "_work"
 HALF_MAX = 65504.0
 PAUSE_ENV = "HDRPREP_PAUSE_AT"
+BLOSC_BLOCK = 1 << 18
 
 
 def _codecs(compressor: str, level: int, dtype: np.dtype) -> list:
@@ -73,8 +74,11 @@ def _codecs(compressor: str, level: int, dtype: np.dtype) -> list:
     if compressor == "zstd":
         return [ZstdCodec(level=level)]
     if compressor == "blosc-zstd":
-        # byte shuffle groups the high and low bytes of float16 values
-        return [BloscCodec(cname="zstd", clevel=level, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)]
+        # byte shuffle groups the high and low bytes of float16 values; 256 KiB blocks instead of
+        # blosc's automatic size (small at level 1) give zstd more context: 7 % smaller pairs and
+        # faster decoding on real pairs (bench/compression.py)
+        return [BloscCodec(cname="zstd", clevel=level, shuffle="shuffle", typesize=np.dtype(dtype).itemsize,
+                           blocksize=BLOSC_BLOCK)]
     raise StoreError(f"unknown compressor {compressor!r}; use zstd, blosc-zstd or none")
 
 
