@@ -78,7 +78,7 @@ def main():
             info = io.probe(path)
             mp = info.width * info.height / 1e6
             t_dec = _median_ms(_decode(path), args.runs)
-            t_read = _median_ms(lambda: io.read_frame(path), args.runs)
+            t_read = _median_ms(lambda path=path: io.read_frame(path), args.runs)
             kind = f"{info.format} {info.colour} {info.compression}" + (" tiled" if info.tiled else "")
             rows.append((path.name, kind, f"{info.width}x{info.height}", t_dec, t_read, t_read / mp))
 

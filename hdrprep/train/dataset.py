@@ -6,9 +6,9 @@ but recomputed from the LDR with the build's ``camera.mask_alpha``.
 
 Randomness follows "sample parameters, then apply": :class:`StreamSampler`
 turns (seed, stream position) into (row, flip_h, flip_v) keys, and the Dataset
-(for compact batches, :func:`expand_batch`) applies them deterministically. The batches therefore depend only on the seed
-and the position, never on the number of DataLoader workers, and a resumed run
-restarts the stream at ``step * batch_size``.
+(for compact batches, :func:`expand_batch`) applies them deterministically. The
+batches therefore depend only on the seed and the position, never on the number
+of DataLoader workers, and a resumed run restarts the stream at ``step * batch_size``.
 """
 
 from __future__ import annotations
@@ -240,7 +240,8 @@ class PairDataset(torch.utils.data.Dataset):
             ldr8_chw[i] = ldr8[i].numpy()[view].transpose(2, 0, 1)
             hdr16_chw[i] = hdr16[i].numpy()[view].transpose(2, 0, 1)
         ldr, mask = np.divide(ldr8_chw, np.float32(255.0), dtype=np.float32), self._mask_lut[ldr8_chw]
-        return {"ldr": torch.from_numpy(ldr), "hdr": torch.from_numpy(hdr16_chw).float(), "mask": torch.from_numpy(mask), "row": rows}
+        return {"ldr": torch.from_numpy(ldr), "hdr": torch.from_numpy(hdr16_chw).float(),
+                "mask": torch.from_numpy(mask), "row": rows}
 
 
 class StreamSampler(torch.utils.data.Sampler):
