@@ -108,6 +108,49 @@ def _normal(h, main, tail):
     return main[i] + f * (main[i + 1] - main[i])
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _normal_inner(h, main):
+    """:func:`_normal` for h outside the two tail bins (any float32 for those: see :func:`_in_tail`)."""
+    i = h >> np.uint32(_NORM_SHIFT)
+    # low < 2**20 converts exactly either way; the signed conversion is one instruction
+    f = np.float32(np.int32(h & np.uint32((1 << _NORM_SHIFT) - 1))) * np.float32(1.0 / (1 << _NORM_SHIFT))
+    return main[i] + f * (main[i + np.uint32(1)] - main[i])
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _in_tail(h):
+    """Whether :func:`_normal` takes its tail branch for h (bin 0 or the last bin), without a branch."""
+    return ((h >> np.uint32(_NORM_SHIFT)) + np.uint32(1)) & np.uint32(_NORM_BINS - 1) <= np.uint32(1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _row_words(i0, k1, k2, word):
+    """word[j] = the random word of counter i0 + j (a function of its own: inlined into the
+    kernel's loop nest, LLVM vectorised the hash in 64-bit lanes, at half the speed)."""
+    for j in range(word.shape[0]):
+        word[j] = _uniform_bits(i0 + np.uint32(j), k1, k2)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _level_step(x, b, thr, start):
+    """:func:`_level` of a clipped x in bin b, if b's range holds at most one threshold <= x.
+
+    ``thr`` is the thresholds with +Inf appended; the level is exact when
+    ``thr[result] > x`` (else continue with :func:`_level_search`).
+    """
+    lev = np.uint32(start[b])
+    return lev + np.uint32(thr[lev] <= x)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _level_search(x, b, thr, start):
+    """:func:`_level` of a clipped x in bin b (``thr`` as in :func:`_level_step`)."""
+    lev = np.uint32(start[b])
+    while thr[lev] <= x:
+        lev += np.uint32(1)
+    return lev
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def standard_normal(n, k1, k2, main, tail, out):
     """out[i] = the standard normal of counter i, i < n (the noise :func:`render_window` adds)."""
@@ -228,37 +271,83 @@ def render_window(hdr, exposure, jitter, hue6, sat, sigma, k1, k2, main, tail, t
         Out: the quantised camera output.
     """
     h, w = hdr.shape[0], hdr.shape[1]
-    # per row: planar channels, so that LLVM vectorises the exposure and jitter loops (about 9x
-    # faster than the same arithmetic on interleaved RGB); then noise, then levels
-    red = np.empty(w, np.float32)
+    n3 = 3 * w
+    # Per row, in loops that each do one kind of work: LLVM vectorises the arithmetic loops
+    # (no gathers on this target), leaving only the table reads scalar and branch-free.
+    value = np.empty(n3, np.float32)   # RGB interleaved, the noise counter's order
+    red = np.empty(w, np.float32)      # planar for the jitter (vectorises, interleaved does not)
     green = np.empty(w, np.float32)
     blue = np.empty(w, np.float32)
-    noise = np.zeros(3 * w, np.float32)
+    word = np.empty(n3, np.uint32)
+    clipped = np.empty(n3, np.float32)
+    binned = np.empty(n3, np.int32)
+    noise = np.zeros(n3, np.float32)
+    in_tail = np.empty(n3 + 1, np.intp)
+    # thresholds + one +Inf: "lev < n and t[lev] <= x" becomes "t[lev] <= x" for x <= 1
+    n = thresholds.shape[0]
+    thr = np.empty(n + 1, np.float32)
+    thr[:n] = thresholds
+    thr[n] = np.inf
     ukey1 = np.uint32(k1)
     ukey2 = np.uint32(k2)
+    noisy = sigma > np.float32(0.0)
     c_r, c_b = (2, 0) if bgr else (0, 2)
     for y in range(h):
-        for x in range(w):
-            red[x] = hdr[y, x, 0] * exposure
-            green[x] = hdr[y, x, 1] * exposure
-            blue[x] = hdr[y, x, 2] * exposure
+        trow = target[y]
         if jitter:
             for x in range(w):
+                red[x] = hdr[y, x, 0] * exposure
+                green[x] = hdr[y, x, 1] * exposure
+                blue[x] = hdr[y, x, 2] * exposure
+            for x in range(w):
                 red[x], green[x], blue[x] = _jitter(red[x], green[x], blue[x], hue6, sat)
-        trow = target[y]
-        for x in range(w):
-            trow[x, 0] = red[x]
-            trow[x, 1] = green[x]
-            trow[x, 2] = blue[x]
-        if sigma > np.float32(0.0):
-            i0 = np.uint32(y * w * 3)
-            for j in range(3 * w):
-                noise[j] = sigma * _normal(_uniform_bits(i0 + np.uint32(j), ukey1, ukey2), main, tail)
+            for x in range(w):
+                value[3 * x] = trow[x, 0] = red[x]
+                value[3 * x + 1] = trow[x, 1] = green[x]
+                value[3 * x + 2] = trow[x, 2] = blue[x]
+        else:
+            for x in range(w):
+                value[3 * x] = trow[x, 0] = hdr[y, x, 0] * exposure
+                value[3 * x + 1] = trow[x, 1] = hdr[y, x, 1] * exposure
+                value[3 * x + 2] = trow[x, 2] = hdr[y, x, 2] * exposure
+        if noisy:
+            _row_words(np.uint32(y * n3), ukey1, ukey2, word)
+            # the rare tail bins (2 in 4096) are noted branch-free and redone after the loop
+            n_tail = 0
+            for j in range(n3):
+                noise[j] = sigma * _normal_inner(word[j], main)
+                in_tail[n_tail] = j
+                n_tail += _in_tail(word[j])
+            for k in range(n_tail):
+                j = in_tail[k]
+                noise[j] = sigma * _normal(word[j], main, tail)
+        for j in range(n3):
+            x = value[j] + noise[j]
+            x = x if x > np.float32(0.0) else np.float32(0.0)   # NaN -> 0
+            x = x if x < np.float32(1.0) else np.float32(1.0)
+            clipped[j] = x
+            # x * _BIN_SCALE < x * LEVEL_BINS even after float32 rounding (relative gap 6e-7 > 2**-24),
+            # so the bin's lower edge is <= x and start[bin] is a lower bound of the level
+            binned[j] = np.int32(x * _BIN_SCALE)
+        # the level: start[bin], then one step, which is all it takes unless the bin holds two or
+        # more thresholds below x (dark bins of steep curves); such rows take the full search after
         lrow = ldr[y]
+        more = False
         for x in range(w):
-            lrow[x, c_r] = _level(red[x] + noise[3 * x], thresholds, start)
-            lrow[x, 1] = _level(green[x] + noise[3 * x + 1], thresholds, start)
-            lrow[x, c_b] = _level(blue[x] + noise[3 * x + 2], thresholds, start)
+            j = 3 * x
+            lev_r = _level_step(clipped[j], binned[j], thr, start)
+            lev_g = _level_step(clipped[j + 1], binned[j + 1], thr, start)
+            lev_b = _level_step(clipped[j + 2], binned[j + 2], thr, start)
+            lrow[x, c_r] = lev_r
+            lrow[x, 1] = lev_g
+            lrow[x, c_b] = lev_b
+            more |= (thr[lev_r] <= clipped[j]) | (thr[lev_g] <= clipped[j + 1]) | (thr[lev_b] <= clipped[j + 2])
+        if more:
+            for x in range(w):
+                j = 3 * x
+                lrow[x, c_r] = _level_search(clipped[j], binned[j], thr, start)
+                lrow[x, 1] = _level_search(clipped[j + 1], binned[j + 1], thr, start)
+                lrow[x, c_b] = _level_search(clipped[j + 2], binned[j + 2], thr, start)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
