@@ -280,7 +280,7 @@ def render_window(hdr, exposure, jitter, hue6, sat, sigma, k1, k2, main, tail, t
     blue = np.empty(w, np.float32)
     word = np.empty(n3, np.uint32)
     clipped = np.empty(n3, np.float32)
-    binned = np.empty(n3, np.int32)
+    binned = np.empty(n3, np.uint32)  # unsigned: no negative-index wraparound in the table reads
     noise = np.zeros(n3, np.float32)
     in_tail = np.empty(n3 + 1, np.intp)
     # thresholds + one +Inf: "lev < n and t[lev] <= x" becomes "t[lev] <= x" for x <= 1
@@ -328,7 +328,7 @@ def render_window(hdr, exposure, jitter, hue6, sat, sigma, k1, k2, main, tail, t
             clipped[j] = x
             # x * _BIN_SCALE < x * LEVEL_BINS even after float32 rounding (relative gap 6e-7 > 2**-24),
             # so the bin's lower edge is <= x and start[bin] is a lower bound of the level
-            binned[j] = np.int32(x * _BIN_SCALE)
+            binned[j] = np.uint32(np.int32(x * _BIN_SCALE))
         # the level: start[bin], then one step, which is all it takes unless the bin holds two or
         # more thresholds below x (dark bins of steep curves); such rows take the full search after
         lrow = ldr[y]
