@@ -603,7 +603,7 @@ def saturation_levels(hdr: np.ndarray, params: CameraParams, alpha: float,
     Runs exposure, clip, curve and 8-bit quantisation only (no colour jitter,
     noise or JPEG), and keeps only the levels at which :func:`soft_mask` is
     below 1; every other value is 0, which the mask also maps to 1. About a
-    tenth of :func:`render`'s cost: the build scores every candidate on this and
+    sixth of :func:`render`'s cost: the build scores every candidate on this and
     renders the full camera only for the promising ones (``metric.prescreen_margin``).
 
     Parameters
