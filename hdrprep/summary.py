@@ -47,7 +47,9 @@ def summarize(root: str | Path) -> dict:
     dict
         JSON-serialisable (no NaN): ``store``, ``format_version``, ``package_version``,
         ``seed``, ``pairs``, ``patch_size``, ``pairs_per_shard``, ``shards``,
-        ``threshold``, ``counts`` (the build's), ``sources`` (one entry per frame:
+        ``threshold``, ``counts`` (the build's), ``rendered`` (candidates scored on
+        their final LDR; the others have the prescore, None for stores without the
+        column), ``sources`` (one entry per frame:
         ``source``, ``status``, ``reason``, ``candidates``, ``pairs``),
         ``score`` and ``saturated_fraction`` (each ``{"pairs": dist, "candidates": dist}``),
         ``camera`` (``curves``: pairs per curve family; ``params``: a dist per
@@ -94,6 +96,7 @@ def summarize(root: str | Path) -> dict:
         shards=-(-n // per),
         threshold=config["select"]["threshold"],
         counts=attrs.get("counts", {}),
+        rendered=sum(column(cand, "rendered")) if cand is not None and "rendered" in cand.column_names else None,
         sources=sources,
         score=dict(pairs=_distribution(column(index, "score")), candidates=_distribution(column(cand, "score"))),
         saturated_fraction=dict(pairs=_distribution(column(index, "saturated_fraction")),
@@ -136,6 +139,9 @@ def format_summary(s: dict) -> str:
         note = "" if r["status"] == "ok" else f"  skipped: {r['reason']}"
         lines.append(f"  {r['source']:<{width}} {r['pairs']:>6} / {r['candidates']}{note}")
     lines.append(f"score (threshold {s['threshold']:g}):")
+    if s.get("rendered") is not None and s["rendered"] < c.get("candidates", 0):
+        lines.append(f"  ({s['rendered']} candidates scored on their final LDR, the others on the prescreen "
+                     f"of the deterministic camera)")
     lines += [_dist_line(k, s["score"][k]) for k in ("pairs", "candidates")]
     lines.append("saturated fraction:")
     lines += [_dist_line(k, s["saturated_fraction"][k]) for k in ("pairs", "candidates")]

@@ -53,6 +53,7 @@ def test_summary_matches_the_index_and_candidates(built):
         assert d["quantiles"]["0.5"] == pytest.approx(np.median(values), rel=1e-12)
         assert d["mean"] == pytest.approx(values.mean(), rel=1e-12)
     assert s["score"]["pairs"]["quantiles"]["0"] >= SMOKE.select.threshold
+    assert n <= s["rendered"] == sum(cand["rendered"].to_pylist())
     assert s["camera"]["curves"] == {"sigmoid": n}
     assert s["camera"]["params"]["curve_gamma"] is None  # not used by the sigmoid camera
     assert s["camera"]["params"]["jpeg_quality"]["quantiles"]["0"] >= SMOKE.camera.jpeg_quality_min
