@@ -361,17 +361,30 @@ def base_levels(hdr, exposure, thresholds, start, vmin, ldr):
     """
     h, w = hdr.shape[0], hdr.shape[1]
     tv = thresholds[vmin - 1]
+    exposed = np.empty(3 * w, np.float32)
+    over = np.empty(w, np.uint8)
     count = 0
     for y in range(h):
-        lrow = ldr[y]
+        # branch-free passes that LLVM vectorises; most rows have few values at or above tv
         for x in range(w):
-            hit = False
-            for c in range(3):
-                v = hdr[y, x, c] * exposure
-                if v >= tv:
-                    lrow[x, c] = _level(v, thresholds, start)
-                    hit = True
-                else:
-                    lrow[x, c] = 0
-            count += hit
+            exposed[3 * x] = hdr[y, x, 0] * exposure
+            exposed[3 * x + 1] = hdr[y, x, 1] * exposure
+            exposed[3 * x + 2] = hdr[y, x, 2] * exposure
+        hits = 0
+        for x in range(w):
+            o = (np.uint8(exposed[3 * x] >= tv) | np.uint8(exposed[3 * x + 1] >= tv)
+                 | np.uint8(exposed[3 * x + 2] >= tv))
+            over[x] = o
+            hits += o
+        lrow = ldr[y]
+        lrow[:] = 0
+        if hits == 0:
+            continue
+        count += hits
+        for x in range(w):
+            if over[x]:
+                for c in range(3):
+                    v = exposed[3 * x + c]
+                    if v >= tv:
+                        lrow[x, c] = _level(v, thresholds, start)
     return count
