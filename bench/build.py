@@ -8,7 +8,10 @@ frames (``hdrprep.synth``, written as ZIP EXR). For each set, in one process run
 
 - ``build``: the full ``hdrprep.build.build`` (santos2020 preset, K candidates
   per frame instead of 250 to stay within minutes) with 1 and 2 local workers;
-  peak RSS of every worker process sampled with psutil;
+  peak RSS of every worker process sampled with psutil. Cold (``build``: the
+  build starts its own cluster, whose workers load the Numba caches on their
+  first task) and ``warm`` (on a cluster started and warmed up by a one-frame
+  build beforehand: what the bulk of a long job sees);
 - ``keep-all``: the same with ``select.keep_all`` (selection off, every
   candidate rendered with the full camera and stored), 1 worker: pairs per
   core-second against Eilertsen's C++ virtualcamera (51 ms per 512x512 pair on
@@ -19,8 +22,8 @@ frames (``hdrprep.synth``, written as ZIP EXR). For each set, in one process run
 - ``floor``: the unavoidable parts, each timed alone with plain numpy/cv2:
   decode every frame once; every candidate's mask once (exposure, curve,
   8-bit quantisation, soft mask: the cheapest mask); every kept pair's full
-  camera once; float16 conversion, blosc-zstd compression and a file write of
-  every kept pair once.
+  camera once; float16 conversion, compression with the store's codec and a
+  file write of every kept pair once.
 
 Core-seconds are wall seconds x workers. ``--profile`` also runs the 1-worker
 build in this process (``scheduler='synchronous'``) under cProfile and prints
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
@@ -47,7 +51,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from hdrprep import camera, io, pairs, store, synth  # noqa: E402
-from hdrprep.build import build, discover  # noqa: E402
+from hdrprep.build import THREAD_ENV, build, discover  # noqa: E402
 from hdrprep.config import Config  # noqa: E402
 
 HDR_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hdr"
@@ -105,11 +109,13 @@ def frame_sets(args, tmp: Path) -> dict[str, Path]:
     return sets
 
 
-def run_build(src: Path, out: Path, config: Config, workers: int) -> dict:
+def run_build(src: Path, out: Path, config: Config, workers: int, warm: bool = False) -> dict:
+    """One build; ``warm``: on a cluster started and warmed up (Numba caches loaded) beforehand,
+    as the bulk of a long job runs, so start-up is not counted."""
     shutil.rmtree(out, ignore_errors=True)
-    with RssSampler() as rss:
+    with RssSampler() as rss, _warm_cluster(src, out.with_name("warmup"), config, workers, warm) as cluster:
         t0 = time.perf_counter()
-        report = build(src, out, config, workers=workers, progress=False)
+        report = build(src, out, config, workers=workers, cluster=cluster, progress=False)
         wall = time.perf_counter() - t0
     peaks = sorted(rss.peak.values(), reverse=True)[:workers]
     c = report["counts"]
@@ -117,6 +123,22 @@ def run_build(src: Path, out: Path, config: Config, workers: int) -> dict:
                 write_s=report["timings"]["write_s"], frames=c["frames_read"], candidates=c["candidates"],
                 pairs=c["kept"], bytes_per_pair=report["bytes"]["per_pair"],
                 peak_rss_mb=[round(p / 2**20) for p in peaks])
+
+
+@contextmanager
+def _warm_cluster(src: Path, scratch: Path, config: Config, workers: int, warm: bool):
+    """A local cluster like the build's own, warmed by a one-frame build per worker; None if not ``warm``."""
+    if not warm:
+        yield None
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, env=THREAD_ENV, dashboard_address=":0",
+                      silence_logs=40) as cluster:
+        shutil.rmtree(scratch, ignore_errors=True)
+        build(src, scratch, config, cluster=cluster, limit_frames=workers, progress=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+        yield cluster
 
 
 def oracle_score(window, weights, normalisation):
@@ -164,7 +186,8 @@ def floor_s(src: Path, out: Path, config: Config, n_kept: int) -> dict:
     import numcodecs
 
     size = config.sampling.patch_size
-    codec = numcodecs.Blosc("zstd", clevel=config.output.level, shuffle=numcodecs.Blosc.SHUFFLE)
+    codec = numcodecs.Blosc("zstd", clevel=config.output.level, shuffle=numcodecs.Blosc.SHUFFLE,
+                            blocksize=store.BLOSC_BLOCK)  # the store's codec
     t = dict(decode=0.0, mask=0.0, render=0.0, encode_write=0.0)
     candidates, kept = 0, []
     for key in discover(src)[0]:
@@ -234,6 +257,8 @@ def main(argv=None):
             for workers in (1, 2):
                 res[f"build_{workers}w"] = run_build(src, tmp / "out", config, workers)
                 print(f"  build {workers}w: {res[f'build_{workers}w']}", flush=True)
+                res[f"warm_{workers}w"] = run_build(src, tmp / "out", config, workers, warm=True)
+                print(f"  warm {workers}w: {res[f'warm_{workers}w']}", flush=True)
             res["keep_all_1w"] = run_build(src, tmp / "out", config.override(**{"select.keep_all": True}), 1)
             print(f"  keep-all 1w: {res['keep_all_1w']}", flush=True)
             b1 = res["build_1w"]
@@ -262,7 +287,7 @@ def print_table(results):
         # the naive way: stage 1 with the oracle per window, the same stage 3 as the build
         naive = res["naive_s_per_candidate"] * n + b1["write_s"]
         floor = res["floor"]["total"]
-        for run in ("build_1w", "build_2w", "keep_all_1w"):
+        for run in ("build_1w", "build_2w", "warm_1w", "warm_2w", "keep_all_1w"):
             r = res[run]
             core = r["wall_s"] * r["workers"]
             print(f"{name:6s} {run:12s} {r['candidates']:6d} {r['pairs']:6d} {r['wall_s']:7.1f} "
@@ -276,9 +301,11 @@ def print_table(results):
               f"{fl['candidates'] / floor:7.1f} {fl['pairs'] / floor:8.2f} {1e3 * floor / fl['candidates']:13.2f}"
               f"   parts s: " + ", ".join(f"{k} {fl[k]:.2f}" for k in ("decode", "mask", "render", "encode_write")))
         scaling = res["build_1w"]["wall_s"] / res["build_2w"]["wall_s"]
+        warm_scaling = res["warm_1w"]["wall_s"] / res["warm_2w"]["wall_s"]
         ka = res["keep_all_1w"]
         ms_pair = 1e3 * ka["wall_s"] / max(ka["pairs"], 1)
-        print(f"{name:6s} 2 vs 1 worker: {scaling:.2f}x; selection off: {ms_pair:.1f} core-ms per pair "
+        print(f"{name:6s} 2 vs 1 worker: {scaling:.2f}x (warm: {warm_scaling:.2f}x); "
+              f"selection off: {ms_pair:.1f} core-ms per pair "
               f"= {CPP_MS_PER_PAIR / ms_pair:.2f}x the C++ virtualcamera's pairs per core-second; "
               f"{(b1['bytes_per_pair'] or 0) / 1e6:.2f} MB per stored pair "
               f"({(b1['bytes_per_pair'] or 0) / 3.1e6:.0%} of Santos' 3.1 MB)")
