@@ -4,15 +4,19 @@ Stages (each task writes its output to a temporary name and renames it, so a
 rerun skips finished tasks and redoes unfinished ones):
 
 1. one task per frame: read it once, sample the candidate windows and their
-   cameras, render and score every candidate, write the frame's candidate
-   table to ``_work/candidates/<id>.parquet``;
+   cameras, prescore every candidate on the deterministic camera and render and
+   score the promising ones (``pairs.score_frame``); where a candidate's keep
+   decision is its own (threshold or keep-all), encode each kept pair at once
+   into ``_work/pairs/<id>.bin``; then write the frame's candidate table to
+   ``_work/candidates/<id>.parquet``;
 2. on the client: select the kept candidates (global rules such as top-N need
    all of them) and assign them, in (source, candidate) order, to pairs and shards;
-3. one task per shard: re-read the frames it needs, re-render its pairs from
-   their stored parameters and write the whole shard (one writer per shard),
-   then a done-marker ``_work/shards/<k>.json`` with the pairs' checksums;
+3. one task per shard: assemble the whole shard (one writer per shard) from the
+   encoded pairs; pairs stage 1 could not know were kept are re-rendered from the
+   re-read frame and their stored parameters; then a done-marker
+   ``_work/shards/<k>.json`` with the pairs' checksums;
 4. write ``candidates.parquet``, ``index.parquet`` and, last, mark the store
-   complete in its attributes.
+   complete in its attributes; delete ``_work/pairs``.
 
 This is the only module that uses Dask.
 """
