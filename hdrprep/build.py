@@ -132,7 +132,9 @@ def _keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(mallopt(m_trim_threshold, 256 << 20)) and bool(mallopt(m_mmap_threshold, 64 << 20))
+    # 32 MiB: glibc <= 2.34 refuses an mmap threshold above HEAP_MAX_SIZE / 2 (32 MiB on 64-bit)
+    mmap_set = bool(mallopt(m_mmap_threshold, 32 << 20))
+    return mmap_set and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
 def _load_curves(config: Config):
@@ -231,7 +233,7 @@ class _Stash:
 
 
 def _read_stash(out: Path, row: dict) -> tuple[bytes, bytes] | None:
-    """The encoded pair of a kept candidate, or None if stage 1 did not encode it (or its file is gone)."""
+    """The encoded pair of a kept candidate, or None if stage 1 did not encode it (or its file is gone or short)."""
     if row.get("stash_offset", -1) < 0:
         return None
     try:
@@ -243,8 +245,7 @@ def _read_stash(out: Path, row: dict) -> tuple[bytes, bytes] | None:
     finally:
         os.close(fd)
     if len(data) != row["stash_ldr"] + row["stash_hdr"]:
-        raise StoreError(f"{out / store.WORK_DIR / 'pairs'}: the encoded pairs of {row['source']} are truncated; "
-                         f"rerun the build with --overwrite")
+        return None  # a truncated file: render the pair again, which gives the same bytes
     return data[:row["stash_ldr"]], data[row["stash_ldr"]:]
 
 

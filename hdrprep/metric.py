@@ -348,7 +348,7 @@ def select(score, saturated, frame, index, config: SelectConfig | None = None) -
     for name, arr in (("score", score), ("saturated", saturated), ("frame", frame), ("index", index)):
         if arr.ndim != 1 or arr.shape[0] != n:
             raise ValueError(f"{name} must be a 1-D array of length {n} (one per candidate), got shape {arr.shape}")
-    if cfg.keep_all:  # scores are not looked at (a keep-all build scores pairs as it writes them)
+    if cfg.keep_all:  # scores are not looked at
         return np.ones(n, bool)
     if np.isnan(score).any() or np.isnan(saturated).any():
         raise ValueError(

@@ -235,7 +235,7 @@ def test_build_on_real_fixtures(hdr_dir, tmp_path):
 def test_index_score_is_algorithm_1_on_the_stored_pair(reference, frames, tmp_path, keep_all):
     """An independent check: the OpenCV oracle on the stored HDR and the stored LDR's mask gives `score`.
 
-    Keep-all builds score in stage 3 instead of stage 1, so both paths are checked.
+    Threshold builds prescreen most candidates; keep-all builds render and score every one.
     """
     from test_metric import oracle_gradient, oracle_score
 
@@ -304,3 +304,15 @@ def test_each_pair_is_rendered_once_and_the_stage_3_fallback_is_identical(frames
 def test_workers_keep_freed_memory_for_reuse():
     """Dask's nanny sets MALLOC_TRIM_THRESHOLD_; each task resets glibc so window-sized arrays are reused."""
     assert build._keep_freed_memory() is True
+
+
+def test_read_stash_gives_the_frames_or_none_for_a_missing_or_short_file(tmp_path):
+    row = dict(source="a/b.exr", stash_offset=3, stash_ldr=4, stash_hdr=5)
+    path = tmp_path / store.WORK_DIR / "pairs" / f"{build._frame_id(row['source'])}.bin"
+    assert build._read_stash(tmp_path, row) is None  # no file: stage 3 renders the pair
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"xxxLLLLHHHHHyy")
+    assert build._read_stash(tmp_path, row) == (b"LLLL", b"HHHHH")
+    assert build._read_stash(tmp_path, dict(row, stash_offset=-1)) is None  # not encoded in stage 1
+    path.write_bytes(b"xxxLLLLHH")  # cut short: render again rather than write a damaged shard
+    assert build._read_stash(tmp_path, row) is None
