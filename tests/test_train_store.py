@@ -164,3 +164,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def test_shared_slots_that_do_not_fit_are_refused_with_the_fix(tmp_path):
+    import shutil
+
+    from hdrprep.errors import ConfigError
+    from hdrprep.train.dataset import _check_shared_memory
+
+    free = shutil.disk_usage(tmp_path).free
+    _check_shared_memory(1 << 20, 2, 4, shm=str(tmp_path))  # fits: nothing happens
+    with pytest.raises(ConfigError, match=r"2 workers x batch 4.*--shm-size"):
+        _check_shared_memory(free + (1 << 30), 2, 4, shm=str(tmp_path))

@@ -302,6 +302,25 @@ def _oriented_float(x: torch.Tensor, flips: list) -> torch.Tensor:
     return out
 
 
+def _check_shared_memory(need: int, workers: int, batch_size: int, shm: str = "/dev/shm") -> None:
+    """Refuse, with the numbers and the fix, slots that do not fit in /dev/shm.
+
+    torch allocates shared tensors there lazily, so an overcommitted /dev/shm
+    (Docker's default is 64 MB) shows up only later, as a SIGBUS in a worker.
+    """
+    import shutil
+
+    try:
+        free = shutil.disk_usage(shm).free
+    except OSError:  # no /dev/shm (not Linux): torch uses another mechanism
+        return
+    if need > free:
+        raise ConfigError(f"the DataLoader's shared batch slots need {need / 2**20:.0f} MiB of {shm} "
+                          f"({workers} workers x batch {batch_size}), but only {free / 2**20:.0f} MiB is free; "
+                          f"use fewer workers or a smaller batch, or enlarge {shm} "
+                          f"(docker run --shm-size=2g)")
+
+
 class _SlotBatches(torch.utils.data.Dataset):
     """Worker side of :class:`BatchLoader`: reads a batch into a free slot of shared buffers.
 
@@ -314,6 +333,7 @@ class _SlotBatches(torch.utils.data.Dataset):
 
     def __init__(self, dataset: PairDataset, workers: int, slots: int, batch_size: int):
         p = dataset.info.patch_size
+        _check_shared_memory(workers * slots * batch_size * p * p * 3 * (1 + 2), workers, batch_size)
         self.dataset = dataset
         self.ldr = torch.empty((workers, slots, batch_size, p, p, 3), dtype=torch.uint8).share_memory_()
         self.hdr = torch.empty((workers, slots, batch_size, p, p, 3), dtype=torch.float16).share_memory_()
