@@ -49,6 +49,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
+from oracle import oracle_score  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from hdrprep import camera, io, pairs, store, synth  # noqa: E402
 from hdrprep.build import THREAD_ENV, build, discover  # noqa: E402
@@ -139,19 +140,6 @@ def _warm_cluster(src: Path, scratch: Path, config: Config, workers: int, warm: 
         build(src, scratch, config, cluster=cluster, limit_frames=workers, progress=False)
         shutil.rmtree(scratch, ignore_errors=True)
         yield cluster
-
-
-def oracle_score(window, weights, normalisation):
-    """Santos Algorithm 1 on one window, OpenCV throughout (the paper's way)."""
-    gray = cv2.cvtColor(window, cv2.COLOR_RGB2GRAY)
-    L = np.log(gray + np.float32(1))
-    D = L - cv2.bilateralFilter(L, -1, 100, 10)
-    G = np.abs(cv2.Sobel(D, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(D, cv2.CV_32F, 0, 1, ksize=3))
-    total = np.sum(G[..., None].astype(np.float64) * weights)
-    if normalisation == "patch":
-        return total / weights.size
-    wsum = weights.sum(dtype=np.float64)
-    return total / wsum if wsum > 0 else 0.0
 
 
 def frames_of(src: Path, config: Config):

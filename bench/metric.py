@@ -26,6 +26,7 @@ import time
 
 import cv2
 import numpy as np
+from oracle import oracle_score  # bench/ is on sys.path when run as a script
 
 from hdrprep import camera, synth
 from hdrprep.config import CameraConfig, MetricConfig
@@ -33,19 +34,6 @@ from hdrprep.metric import FrameMetric, score_from_gradient, set_threads
 
 THRESHOLD = 0.85
 CHUNK = 25  # windows whose weights are held in memory at once
-
-
-def oracle_score(window, W, normalisation):
-    """Santos Algorithm 1 on one window, OpenCV throughout (as in tests/test_metric.py)."""
-    gray = cv2.cvtColor(window, cv2.COLOR_RGB2GRAY)
-    L = np.log(gray + np.float32(1))
-    D = L - cv2.bilateralFilter(L, -1, 100, 10)
-    G = np.abs(cv2.Sobel(D, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(D, cv2.CV_32F, 0, 1, ksize=3))
-    total = np.sum(G[..., None].astype(np.float64) * W)
-    if normalisation == "patch":
-        return total / W.size
-    wsum = W.sum(dtype=np.float64)
-    return total / wsum if wsum > 0 else 0.0
 
 
 def camera_windows(frame, corners, size, rng, cam, exposure, q):
