@@ -252,7 +252,9 @@ def test_small_constant_and_unsaturated_windows():
     frame = np.full((40, 44, 3), 0.25, np.float32)
     fm = FrameMetric(frame, 34)
     assert not fm.gradient(3, 5).any()
-    assert not oracle_gradient(frame[3:37, 5:39]).any()
+    # OpenCV's bilateral filter is not exact on a constant image: opencv-python 5.1 returns about 3e-8
+    # (4.x returned 0), so the oracle is held to a tolerance far below any score's resolution
+    assert np.abs(oracle_gradient(frame[3:37, 5:39])).max() <= 1e-6
     W = np.zeros((34, 34, 3), np.float32)
     assert FrameMetric(exposed(synthetic_frame(1, 40, 44, 5.0)), 34).score(2, 3, W) == 0.0  # sum(W) = 0
     assert score_from_gradient(np.ones((4, 4), np.float32), np.zeros((4, 4, 3), np.float32), "patch") == 0.0
