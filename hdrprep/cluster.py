@@ -20,20 +20,22 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Literal
 
+from hdrprep._typed import ByteSize, check, context, load, read_yaml, setting
 from hdrprep.errors import ConfigError, HdrprepError
 
-__all__ = ["ClusterSpec", "load_cluster_spec", "batch_cluster"]
+__all__ = ["ClusterSpec", "batch_cluster", "load_cluster_spec"]
 
-KINDS = ("slurm", "pbs")
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
-# keys people reach for that this format spells differently
-_HINTS = {"partition": "queue", "nodes": "jobs", "n_workers": "jobs", "mem": "memory", "time": "walltime",
-          "threads": "cores", "env_extra": "job_script_prologue", "prologue": "job_script_prologue"}
+# YAML 1.1 reads an unquoted 2:00:00 as the base-60 number 7200
+_WALLTIME_FIX = "write it as HH:MM:SS in quotes, e.g. \"02:00:00\" (unquoted, YAML reads 2:00:00 as the number 7200)"
+_WHOLE = "give a whole number >= 1"
+_MEMORY_FIX = "give memory per job with a unit, e.g. '16GB'"
 
 
 @dataclass(frozen=True)
@@ -73,35 +75,38 @@ class ClusterSpec:
         Seconds to wait for all workers to connect before giving up, > 0.
     """
 
-    kind: str
-    jobs: int
-    cores: int
-    memory: str
-    walltime: str
-    queue: str | None = None
+    kind: Literal["slurm", "pbs"]
+    jobs: int = setting(min=1, fix=_WHOLE, aliases=("nodes", "n_workers"))
+    cores: int = setting(min=1, fix=_WHOLE, aliases=("threads",))
+    memory: ByteSize = setting(fix=_MEMORY_FIX, aliases=("mem",))  # noqa: RUF009 - setting() is a field()
+    walltime: str = setting(fix=_WALLTIME_FIX, aliases=("time",))
+    queue: str | None = setting(None, aliases=("partition",))
     account: str | None = None
     local_directory: str = "/tmp"
     log_directory: str | None = None
     scheduler_host: str | None = None
     interface: str | None = None
     python: str | None = None
-    job_script_prologue: tuple[str, ...] = field(default=())
-    job_extra_directives: tuple[str, ...] = field(default=())
+    job_script_prologue: tuple[str, ...] = setting((), aliases=("env_extra", "prologue"))
+    job_extra_directives: tuple[str, ...] = ()
     startup_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        from dask.utils import parse_bytes
+
+        per_worker = parse_bytes(self.memory) / self.cores
+        check(per_worker >= 256e6, "memory", self.memory, f"that leaves {per_worker / 1e6:.0f} MB per worker "
+              f"process; give at least 1GB per core (santos2020 needs about 1GB each)")
+        check(bool(_WALLTIME.match(self.walltime)), "walltime", self.walltime, _WALLTIME_FIX)
+        check(0 < self.startup_timeout < math.inf, "startup_timeout", self.startup_timeout,
+              "give the seconds to wait for the workers, e.g. 300")
+        if self.scheduler_host and self.interface:
+            raise ConfigError("give 'scheduler_host' or 'interface', not both (the scheduler listens on one of them)")
 
     @property
     def n_workers(self) -> int:
         """Worker processes in total (one per core of every job)."""
         return self.jobs * self.cores
-
-
-def _parse_bytes(text: str) -> int:
-    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in units:
-        raise ValueError(text)
-    return int(float(m.group(1)) * units[m.group(2).lower()])
 
 
 def load_cluster_spec(path: str | Path) -> ClusterSpec:
@@ -111,7 +116,8 @@ def load_cluster_spec(path: str | Path) -> ClusterSpec:
     ----------
     path : str or Path
         YAML file with the keys of :class:`ClusterSpec` (``kind``, ``jobs``, ``cores``,
-        ``memory``, ``walltime`` required).
+        ``memory``, ``walltime`` required), and optionally dask-jobqueue's ``processes``,
+        which must equal ``cores``.
 
     Returns
     -------
@@ -123,80 +129,21 @@ def load_cluster_spec(path: str | Path) -> ClusterSpec:
         Unreadable file, unknown or missing key, or a value of the wrong type or range;
         the message names the file, the key, the value and the fix.
     """
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cluster preset {path}: cannot read it ({exc}); give the path of a YAML file "
-                          f"such as pipelines/cluster-slurm.yaml") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cluster preset {path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"cluster preset {path}: expected a mapping of keys (kind, jobs, cores, memory, "
-                          f"walltime, ...), got {type(data).__name__}")
-
-    def bad(key: str, value: Any, fix: str) -> ConfigError:
-        return ConfigError(f"cluster preset {path}: {key}: {value!r} is invalid; {fix}")
-
-    # 'processes' is dask-jobqueue's key, allowed only equal to 'cores' (checked below)
-    known = {f.name for f in ClusterSpec.__dataclass_fields__.values()} | {"processes"}
-    for key in data:
-        if key not in known:
-            hint = f"use '{_HINTS[key]}'" if key in _HINTS else f"known keys: {', '.join(sorted(known))}"
-            raise ConfigError(f"cluster preset {path}: unknown key '{key}'; {hint}")
-    for key in ("kind", "jobs", "cores", "memory", "walltime"):
-        if data.get(key) is None:
-            raise ConfigError(f"cluster preset {path}: missing required key '{key}'; "
-                              f"see pipelines/cluster-slurm.yaml for an example")
-
-    kind = str(data["kind"]).lower()
-    if kind not in KINDS:
-        raise bad("kind", data["kind"], f"use one of {', '.join(KINDS)}")
-    for key in ("jobs", "cores"):
-        v = data[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise bad(key, v, "give a whole number >= 1")
-    # dask-jobqueue splits a job's cores between 'processes' workers; the kernels are
-    # single-threaded and the thread caps assume one task at a time per process
-    if data.get("processes", data["cores"]) != data["cores"]:
-        raise bad("processes", data["processes"], f"it must equal cores ({data['cores']}): each job runs one "
-                                                 f"single-threaded worker process per core; or remove the key")
-    memory = str(data["memory"])
-    try:
-        per_worker = _parse_bytes(memory) / data["cores"]
-    except ValueError:
-        raise bad("memory", data["memory"], "give memory per job with a unit, e.g. '16GB'") from None
-    if per_worker < 256e6:
-        raise bad("memory", data["memory"], f"that leaves {per_worker / 1e6:.0f} MB per worker process; "
-                                            f"give at least 1GB per core (santos2020 needs about 1GB each)")
-    walltime = str(data["walltime"])
-    if not _WALLTIME.match(walltime):
-        # YAML 1.1 reads an unquoted 2:00:00 as the base-60 number 7200
-        raise bad("walltime", data["walltime"], "write it as HH:MM:SS in quotes, e.g. \"02:00:00\" "
-                                                "(unquoted, YAML reads 2:00:00 as the number 7200)")
-    strings = {}
-    for key in ("queue", "account", "local_directory", "log_directory", "scheduler_host", "interface", "python"):
-        v = data.get(key)
-        if v is not None and not (isinstance(v, str) and v.strip()):
-            raise bad(key, v, "give a non-empty string or remove the key")
-        if v is not None:
-            strings[key] = v
-    lists = {}
-    for key in ("job_script_prologue", "job_extra_directives"):
-        v = data.get(key) or []
-        if not (isinstance(v, list) and all(isinstance(s, str) for s in v)):
-            raise bad(key, v, "give a list of strings, one shell line or directive each")
-        lists[key] = tuple(v)
-    timeout = data.get("startup_timeout", ClusterSpec.startup_timeout)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
-        raise bad("startup_timeout", timeout, "give the seconds to wait for the workers, e.g. 300")
-    if strings.get("scheduler_host") and strings.get("interface"):
-        raise ConfigError(f"cluster preset {path}: give 'scheduler_host' or 'interface', not both "
-                          f"(the scheduler listens on one of them)")
-    return ClusterSpec(kind=kind, jobs=data["jobs"], cores=data["cores"], memory=memory, walltime=walltime,
-                       startup_timeout=float(timeout), **strings, **lists)
+    with context(f"cluster preset {path}: "):
+        data = read_yaml(path)
+        processes = None
+        if isinstance(data, dict):
+            data = dict(data)
+            if isinstance(data.get("kind"), str):
+                data["kind"] = data["kind"].lower()
+            processes = data.pop("processes", None)
+        spec = load(ClusterSpec, data)
+        # dask-jobqueue splits a job's cores between 'processes' workers; the kernels are
+        # single-threaded and the thread caps assume one task at a time per process
+        check(processes is None or processes == spec.cores, "processes", processes,
+              f"it must equal cores ({spec.cores}): each job runs one single-threaded worker process per core; "
+              f"or remove the key")
+    return spec
 
 
 def _thread_caps() -> list[str]:
@@ -213,13 +160,13 @@ def _make_cluster(spec: ClusterSpec):
     scheduler_options: dict[str, Any] = {"port": 0, "dashboard_address": None}
     if spec.scheduler_host:
         scheduler_options["host"] = spec.scheduler_host
-    kwargs = dict(
-        cores=spec.cores, processes=spec.cores, memory=spec.memory, walltime=spec.walltime,
-        queue=spec.queue, account=spec.account, local_directory=spec.local_directory,
-        log_directory=spec.log_directory, interface=spec.interface, python=spec.python or sys.executable,
-        job_name="hdrprep-worker", job_script_prologue=_thread_caps() + list(spec.job_script_prologue),
-        job_extra_directives=list(spec.job_extra_directives), scheduler_options=scheduler_options,
-    )
+    kwargs = {
+        "cores": spec.cores, "processes": spec.cores, "memory": spec.memory, "walltime": spec.walltime,
+        "queue": spec.queue, "account": spec.account, "local_directory": spec.local_directory,
+        "log_directory": spec.log_directory, "interface": spec.interface, "python": spec.python or sys.executable,
+        "job_name": "hdrprep-worker", "job_script_prologue": _thread_caps() + list(spec.job_script_prologue),
+        "job_extra_directives": list(spec.job_extra_directives), "scheduler_options": scheduler_options,
+    }
     cls = dask_jobqueue.SLURMCluster if spec.kind == "slurm" else dask_jobqueue.PBSCluster
     return cls(**kwargs)
 
@@ -237,7 +184,7 @@ def _queue_state(spec: ClusterSpec, job_ids: list[str]) -> str:
             parts.append(f"{cmd[0]}: not found")
             continue
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+            r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=20)
             text = (r.stdout.strip() or r.stderr.strip() or "(nothing: the jobs have ended)").replace("\n", "; ")
         except subprocess.TimeoutExpired:
             text = "(no answer in 20 s)"
@@ -265,7 +212,7 @@ def _check_submittable(spec: ClusterSpec, cluster, path: Path) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="hdrprep-job-") as f:
         f.write(cluster.job_script())
         f.flush()
-        r = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(["sbatch", "--test-only", f.name], check=False, capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         reason = (r.stderr.strip() or r.stdout.strip()).replace("\n", "; ")
         raise ConfigError(f"--cluster {path}: SLURM would not accept the worker job ({reason}). Fix the preset's "

@@ -3,39 +3,40 @@
 A :class:`Config` is a tree of frozen dataclasses. Its defaults are the
 ``santos2020`` preset (``pipelines/santos2020.yaml`` states the same values and
 a test checks that they agree). Presets are YAML files with the same nesting as
-the dataclasses; unknown keys and out-of-range values raise
-:class:`~hdrprep.errors.ConfigError` naming the dotted key and the fix.
+the dataclasses, read by the one loader of :mod:`hdrprep._typed`; unknown keys
+and out-of-range values raise :class:`~hdrprep.errors.ConfigError` naming the
+dotted key and the fix. :class:`TrainConfig` holds the trainer's options (it
+lives here, not beside the torch code, so that the CLI can build its flags
+without importing torch).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
+from hdrprep._typed import check, context, load, override, read_yaml, setting
 from hdrprep.errors import ConfigError
 
 __all__ = [
-    "IngestConfig",
+    "PRESET_DIR_ENV",
     "CameraConfig",
-    "MetricConfig",
-    "SelectConfig",
-    "SamplingConfig",
-    "OutputConfig",
     "Config",
+    "IngestConfig",
+    "MetricConfig",
+    "OutputConfig",
+    "SamplingConfig",
+    "SelectConfig",
+    "TrainConfig",
     "load_preset",
     "preset_names",
-    "PRESET_DIR_ENV",
 ]
 
 PRESET_DIR_ENV = "HDRPREP_PRESETS"
-
-
-def _check(cond: bool, key: str, value: Any, fix: str) -> None:
-    if not cond:
-        raise ConfigError(f"invalid value {value!r} for '{key}': {fix}")
 
 
 @dataclass(frozen=True)
@@ -90,27 +91,27 @@ class CameraConfig:
     mask_alpha: float = 0.96
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.clip_low <= self.clip_high < 1.0, "camera.clip_low/clip_high",
+        check(0.0 < self.clip_low <= self.clip_high < 1.0, "camera.clip_low/clip_high",
                (self.clip_low, self.clip_high), "use 0 < clip_low <= clip_high < 1, e.g. 0.85 and 0.95")
-        _check(self.sigmoid_n_min > 0 and self.sigmoid_n_min <= self.sigmoid_n_max, "camera.sigmoid_n_min",
+        check(self.sigmoid_n_min > 0 and self.sigmoid_n_min <= self.sigmoid_n_max, "camera.sigmoid_n_min",
                self.sigmoid_n_min, "use 0 < sigmoid_n_min <= sigmoid_n_max")
-        _check(0 <= self.sigmoid_sigma_min <= self.sigmoid_sigma_max, "camera.sigmoid_sigma_min",
+        check(0 <= self.sigmoid_sigma_min <= self.sigmoid_sigma_max, "camera.sigmoid_sigma_min",
                self.sigmoid_sigma_min, "use 0 <= sigmoid_sigma_min <= sigmoid_sigma_max")
-        _check(self.sigmoid_n_std >= 0 and self.sigmoid_sigma_std >= 0, "camera.sigmoid_*_std",
+        check(self.sigmoid_n_std >= 0 and self.sigmoid_sigma_std >= 0, "camera.sigmoid_*_std",
                (self.sigmoid_n_std, self.sigmoid_sigma_std), "standard deviations must be >= 0")
-        _check(0 < self.gamma_min <= self.gamma_max, "camera.gamma_min", self.gamma_min,
+        check(0 < self.gamma_min <= self.gamma_max, "camera.gamma_min", self.gamma_min,
                "use 0 < gamma_min <= gamma_max")
-        _check(self.curve != "table" or bool(self.table_path), "camera.table_path", self.table_path,
+        check(self.curve != "table" or bool(self.table_path), "camera.table_path", self.table_path,
                "curve 'table' needs table_path: a DoRF-format text file of curves")
-        _check(0 <= self.noise_sigma_max <= 0.5, "camera.noise_sigma_max", self.noise_sigma_max,
+        check(0 <= self.noise_sigma_max <= 0.5, "camera.noise_sigma_max", self.noise_sigma_max,
                "use a value in [0, 0.5]; Eilertsen uses 0.01")
-        _check(self.hue_std_deg >= 0 and self.sat_std >= 0, "camera.hue_std_deg/sat_std",
+        check(self.hue_std_deg >= 0 and self.sat_std >= 0, "camera.hue_std_deg/sat_std",
                (self.hue_std_deg, self.sat_std), "standard deviations must be >= 0")
-        _check(1 <= self.jpeg_quality_min <= 100, "camera.jpeg_quality_min", self.jpeg_quality_min,
+        check(1 <= self.jpeg_quality_min <= 100, "camera.jpeg_quality_min", self.jpeg_quality_min,
                "use an integer in [1, 100]")
-        _check(self.jpeg_quality_span >= 0, "camera.jpeg_quality_span", self.jpeg_quality_span,
+        check(self.jpeg_quality_span >= 0, "camera.jpeg_quality_span", self.jpeg_quality_span,
                "use an integer >= 0")
-        _check(0.0 < self.mask_alpha < 1.0, "camera.mask_alpha", self.mask_alpha,
+        check(0.0 < self.mask_alpha < 1.0, "camera.mask_alpha", self.mask_alpha,
                "use a threshold in (0, 1); the paper uses 0.96")
 
 
@@ -140,10 +141,10 @@ class MetricConfig:
     prescreen_margin: float | None = 0.1
 
     def __post_init__(self) -> None:
-        _check(self.prescreen_margin is None or self.prescreen_margin >= 0, "metric.prescreen_margin",
+        check(self.prescreen_margin is None or self.prescreen_margin >= 0, "metric.prescreen_margin",
                self.prescreen_margin, "use a margin >= 0, or null to score every candidate on the full camera")
-        _check(self.sigma_color > 0, "metric.sigma_color", self.sigma_color, "use a positive value (paper: 100)")
-        _check(0 < self.sigma_space <= 50, "metric.sigma_space", self.sigma_space,
+        check(self.sigma_color > 0, "metric.sigma_color", self.sigma_color, "use a positive value (paper: 100)")
+        check(0 < self.sigma_space <= 50, "metric.sigma_space", self.sigma_space,
                "use a value in (0, 50] (paper: 10)")
 
 
@@ -165,12 +166,12 @@ class SelectConfig:
     keep_all: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.threshold >= 0, "select.threshold", self.threshold, "use a score >= 0 (paper: 0.85)")
-        _check(0 <= self.min_saturated_fraction < 1, "select.min_saturated_fraction",
+        check(self.threshold >= 0, "select.threshold", self.threshold, "use a score >= 0 (paper: 0.85)")
+        check(0 <= self.min_saturated_fraction < 1, "select.min_saturated_fraction",
                self.min_saturated_fraction, "use a fraction in [0, 1)")
-        _check(self.target_pairs is None or self.target_pairs > 0, "select.target_pairs", self.target_pairs,
+        check(self.target_pairs is None or self.target_pairs > 0, "select.target_pairs", self.target_pairs,
                "use a positive count (e.g. 100000) or leave it unset")
-        _check(self.per_frame_cap is None or self.per_frame_cap > 0, "select.per_frame_cap", self.per_frame_cap,
+        check(self.per_frame_cap is None or self.per_frame_cap > 0, "select.per_frame_cap", self.per_frame_cap,
                "use a positive count or leave it unset")
 
 
@@ -182,9 +183,9 @@ class SamplingConfig:
     patches_per_frame: int = 250
 
     def __post_init__(self) -> None:
-        _check(self.patch_size >= 32 and self.patch_size % 16 == 0, "sampling.patch_size", self.patch_size,
+        check(self.patch_size >= 32 and self.patch_size % 16 == 0, "sampling.patch_size", self.patch_size,
                "use a multiple of 16 that is at least 32 (paper: 512)")
-        _check(self.patches_per_frame >= 1, "sampling.patches_per_frame", self.patches_per_frame,
+        check(self.patches_per_frame >= 1, "sampling.patches_per_frame", self.patches_per_frame,
                "use a positive count (paper: 250)")
 
 
@@ -197,8 +198,8 @@ class OutputConfig:
     level: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.pairs_per_shard >= 1, "output.pairs_per_shard", self.pairs_per_shard, "use a positive count")
-        _check(0 <= self.level <= 22, "output.level", self.level, "use a zstd level in [0, 22]")
+        check(self.pairs_per_shard >= 1, "output.pairs_per_shard", self.pairs_per_shard, "use a positive count")
+        check(0 <= self.level <= 22, "output.level", self.level, "use a zstd level in [0, 22]")
 
 
 @dataclass(frozen=True)
@@ -215,92 +216,98 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        _check(0 <= self.seed < 2**63, "seed", self.seed, "use an integer in [0, 2**63)")
+        check(0 <= self.seed < 2**63, "seed", self.seed, "use an integer in [0, 2**63)")
 
     def to_dict(self) -> dict:
         """Nested plain dict (YAML/JSON-ready)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Config":
-        """Build from a nested dict; unknown keys and bad types raise ConfigError."""
-        return _from_dict(cls, data, "")
+    def from_dict(cls, data: Mapping) -> Config:
+        """Build from a nested dict; unknown keys and bad types raise ConfigError naming the dotted key."""
+        return load(cls, data)
 
-    def override(self, **dotted: Any) -> "Config":
+    def override(self, **dotted: Any) -> Config:
         """Return a copy with dotted keys replaced, e.g. ``override(**{"select.threshold": 0.5})``.
 
         ``None`` values are ignored, so CLI flags that were not given pass through.
         """
-        data = self.to_dict()
-        for key, value in dotted.items():
-            if value is None:
-                continue
-            node = data
-            *parents, leaf = key.split(".")
-            for p in parents:
-                if p not in node or not isinstance(node[p], dict):
-                    raise ConfigError(f"unknown config key '{key}'")
-                node = node[p]
-            if leaf not in node:
-                raise ConfigError(f"unknown config key '{key}'")
-            node[leaf] = value
-        return Config.from_dict(data)
+        return override(self, dotted)
 
 
-def _from_dict(cls, data: Any, prefix: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"'{prefix or 'config'}' must be a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; known keys under "
-            f"'{prefix.rstrip('.') or 'top level'}': {', '.join(sorted(known))}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        key = prefix + name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(hint, value or {}, key + ".")
-        else:
-            kwargs[name] = _coerce(hint, value, key)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # pragma: no cover - guarded by the key check above
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from exc
+@dataclass(frozen=True)
+class TrainConfig:
+    """Trainer options; defaults follow Santos et al. 2020 (Adam 2e-4, batch 4, lr halved on plateau).
 
+    Each field's ``help`` metadata documents it (``hdrprep train --help`` shows it).
+    Fields marked ``runtime`` may change when a run is resumed; all others must
+    match the checkpoint (:meth:`from_options`).
+    """
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin = get_origin(hint)
-    args = get_args(hint)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"invalid value {value!r} for '{key}': choose one of {', '.join(map(repr, args))}")
-        return value
-    if args and type(None) in args:  # Optional[X]
-        if value is None:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"invalid value {value!r} for '{key}': use true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"invalid value {value!r} for '{key}': use an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"invalid value {value!r} for '{key}': use a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"invalid value {value!r} for '{key}': use a string")
-        return value
-    return value
+    max_steps: int = setting(200_000, "Training steps in total; a resumed run continues up to it.", min=1,
+                             runtime=True)
+    batch_size: int = setting(4, "Pairs per step.", min=1)
+    lr: float = setting(2e-4, "Adam learning rate.")
+    beta1: float = setting(0.9, "Adam beta1.")
+    beta2: float = setting(0.999, "Adam beta2.")
+    lr_factor: float = setting(0.5, "Factor applied to the lr on a plateau of the validation loss.")
+    lr_patience: int = setting(5, "Validations without improvement before the lr is multiplied by lr_factor.",
+                               min=0)
+    width: int = setting(64, "Channels of the first U-Net level.", min=1)
+    depth: int = setting(7, "U-Net levels.", min=1)
+    perceptual: bool = setting(True, "Add the VGG-19 perceptual and style terms to the loss.")
+    lambda_r: float = setting(6.0, "Weight of the reconstruction loss.")
+    lambda_p: float = setting(1.0, "Weight of the perceptual terms together.")
+    lambda_vgg: float = setting(1.0, "Weight of the VGG feature term.")
+    lambda_style: float = setting(120.0, "Weight of the style (Gram) term.")
+    mu: float = setting(500.0, "mu of the mu-law compressor in the perceptual terms.")
+    flips: bool = setting(True, "Random flips of training pairs.")
+    seed: int = setting(0, "Seed of the weights, the validation split and the data stream.", min=0)
+    val_fraction: float = setting(0.05, "Share of source frames (not pairs) held out for validation.")
+    val_max_pairs: int = setting(64, "Most held-out pairs evaluated per validation.", min=1)
+    val_every: int = setting(1000, "Steps between validations.", min=1, runtime=True)
+    ckpt_every: int = setting(1000, "Steps between checkpoints.", min=1, runtime=True)
+    log_every: int = setting(10, "Steps between lines of log.jsonl.", min=1, runtime=True)
+    preview_pairs: int = setting(4, "Pairs in each validation preview PNG.", min=0, runtime=True)
+    num_workers: int = setting(2, "DataLoader worker processes.", min=0, runtime=True)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.", runtime=True)
+    amp: bool = setting(True, "Mixed precision on CUDA.")
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "lr", self.lr, "use a learning rate > 0")
+        check(0 < self.lr_factor < 1, "lr_factor", self.lr_factor, "use a factor in (0, 1)")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], saved: Mapping[str, Any] | None = None) -> TrainConfig:
+        """The configuration of a new run, or of a resumed one.
+
+        Parameters
+        ----------
+        options : Mapping
+            Field values; ``None`` = not given (the default, or the checkpoint's value).
+        saved : Mapping, optional
+            The ``config`` of the checkpoint being resumed.
+
+        Raises
+        ------
+        ConfigError
+            An unknown option or a bad value, or (resuming) an option other than the
+            ``runtime`` ones that differs from the checkpoint's.
+        """
+        given = {k: v for k, v in options.items() if v is not None}
+        new = load(cls, given)
+        if saved is None:
+            return new
+        with context("checkpoint config: "):
+            base = load(cls, saved)
+        runtime = sorted(f.name for f in fields(cls) if f.metadata.get("runtime"))
+        given = {k: getattr(new, k) for k in given}
+        clash = [k for k in sorted(given) if k not in runtime and getattr(base, k) != given[k]]
+        if clash:
+            clashes = ", ".join(f"{k}={given[k]!r} (checkpoint: {getattr(base, k)!r})" for k in clash)
+            raise ConfigError(f"--resume: option(s) {clashes} differ from the run being resumed; "
+                              f"only {', '.join(runtime)} may change")
+        return override(base, {k: v for k, v in given.items() if k in runtime})
 
 
 def _preset_dirs() -> list[Path]:
@@ -328,8 +335,6 @@ def load_preset(name_or_path: str | os.PathLike | None = None) -> Config:
     ``None`` or ``"santos2020"`` without a preset file gives the built-in
     defaults, which equal ``pipelines/santos2020.yaml``.
     """
-    import yaml
-
     if name_or_path is None:
         name_or_path = "santos2020"
     path = Path(name_or_path)
@@ -345,11 +350,5 @@ def load_preset(name_or_path: str | os.PathLike | None = None) -> Config:
                 f"{', '.join(str(d) for d in _preset_dirs())}"
             )
         path = found[0]
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"preset {path}: not valid YAML ({exc})") from exc
-    try:
-        return Config.from_dict(data or {})
-    except ConfigError as exc:
-        raise ConfigError(f"preset {path}: {exc}") from exc
+    with context(f"preset {path}: "):
+        return Config.from_dict(read_yaml(path) or {})

@@ -24,13 +24,13 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hdrprep import __version__
+from hdrprep.config import TrainConfig
 from hdrprep.errors import ConfigError
 from hdrprep.train.dataset import (FORMAT_VERSION, PairDataset, StreamSampler, expand_batch, make_loader,
                                    read_store_info, split_by_source)
@@ -39,57 +39,6 @@ from hdrprep.train.metrics import mu_psnr, psnr_mulaw, tonemap_preview
 from hdrprep.train.model import MaskedUNet, reconstruct
 
 __all__ = ["TrainConfig", "train", "save_checkpoint", "load_checkpoint", "build_model"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Trainer options; defaults follow Santos et al. 2020 (Adam 2e-4, batch 4, lr halved on plateau).
-
-    ``lr_patience`` counts validations without improvement before the lr is halved.
-    ``val_fraction`` of the source frames (not pairs) is held out; at most
-    ``val_max_pairs`` of their pairs are evaluated every ``val_every`` steps.
-    """
-
-    max_steps: int = 200_000
-    batch_size: int = 4
-    lr: float = 2e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    lr_factor: float = 0.5
-    lr_patience: int = 5
-    width: int = 64
-    depth: int = 7
-    perceptual: bool = True
-    lambda_r: float = 6.0
-    lambda_p: float = 1.0
-    lambda_vgg: float = 1.0
-    lambda_style: float = 120.0
-    mu: float = 500.0
-    flips: bool = True
-    seed: int = 0
-    val_fraction: float = 0.05
-    val_max_pairs: int = 64
-    val_every: int = 1000
-    ckpt_every: int = 1000
-    log_every: int = 10
-    preview_pairs: int = 4
-    num_workers: int = 2
-    device: str = "auto"
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "val_every", "ckpt_every", "log_every", "val_max_pairs")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"invalid value {getattr(self, name)!r} for '{name}': use a positive integer")
-        if not self.lr > 0 or not 0 < self.lr_factor < 1:
-            raise ConfigError(f"invalid lr={self.lr} or lr_factor={self.lr_factor}: use lr > 0 and 0 < lr_factor < 1")
-        if self.num_workers < 0 or self.preview_pairs < 0:
-            raise ConfigError("num_workers and preview_pairs must be >= 0")
-
-
-# options that may change when a run is resumed; all others must match the checkpoint
-RUNTIME_OPTIONS = {"max_steps", "num_workers", "device", "val_every", "ckpt_every", "log_every", "preview_pairs"}
 
 
 def build_model(cfg: dict) -> MaskedUNet:
@@ -145,23 +94,6 @@ def _device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but torch sees no CUDA device; use --device cpu")
     return dev
-
-
-def _resolve_config(options: dict, ckpt: dict | None) -> TrainConfig:
-    given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(TrainConfig)})
-    if unknown:
-        raise ConfigError(f"unknown trainer option(s) {', '.join(unknown)}")
-    if ckpt is None:
-        return TrainConfig(**given)
-    saved = dict(ckpt["config"])
-    clash = sorted(k for k, v in given.items() if k not in RUNTIME_OPTIONS and saved.get(k) != v)
-    if clash:
-        clashes = ', '.join(f'{k}={given[k]!r} (checkpoint: {saved.get(k)!r})' for k in clash)
-        raise ConfigError(f"--resume: option(s) {clashes}"
-                          f" differ from the run being resumed; only {', '.join(sorted(RUNTIME_OPTIONS))} may change")
-    saved.update({k: v for k, v in given.items() if k in RUNTIME_OPTIONS})
-    return TrainConfig(**saved)
 
 
 def _write_preview(path: Path, ldr, pred, hdr) -> None:
@@ -240,7 +172,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
                           "or choose a new --out")
     if no_perceptual:
         options["perceptual"] = False
-    cfg = _resolve_config(options, ckpt)
+    cfg = TrainConfig.from_options(options, None if ckpt is None else ckpt["config"])
     device = _device(cfg.device)
     use_amp = cfg.amp and device.type == "cuda"
 
