@@ -2,22 +2,116 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import sys
+import typing
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from hdrprep import __version__
+from hdrprep.config import TrainConfig
 from hdrprep.errors import HdrprepError
 
+# what to install for a missing optional module, by top-level package name
+_INSTALL = {
+    "torch": "install the trainer with: pip install torch==2.13.0 && pip install -e '.[train]'",
+    "dask_jobqueue": "install it with: pip install 'hdrprep[jobqueue]'",
+    "matplotlib": "install it with: pip install 'hdrprep[plots]'",
+}
+_OS_FIX = {
+    errno.ENOSPC: "free some space or choose another folder",
+    errno.EACCES: "check the permissions or choose another path",
+    errno.EPERM: "check the permissions or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.ENOENT: "check the path",
+}
 
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+
+class _Main(click.Group):
+    """The command group; turns every error a user can meet into one ``error:`` line and an exit status.
+
+    Exit status 2: a usage or input error (bad flag, preset, store, path; a missing
+    optional package). Exit status 1: the work itself failed (training diverged, out of
+    memory, an internal check). ``verify`` and ``render`` exit 1 themselves on a damaged
+    store or a differing pair.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HdrprepError as exc:
+            _fail(ctx, str(exc), 2)
+        except ImportError as exc:
+            package = (exc.name or "").partition(".")[0]
+            if package == "hdrprep":  # our own import failing is a bug, not a missing extra
+                raise
+            _fail(ctx, f"{exc}; {_INSTALL[package]}" if package in _INSTALL else str(exc), 2)
+        except OSError as exc:
+            _fail(ctx, _os_message(exc), 2)
+        except FloatingPointError as exc:
+            _fail(ctx, f"numerical failure: {exc}", 1)
+        except MemoryError:
+            _fail(ctx, "out of memory; use fewer --workers, or a smaller --batch-size or --patch-size", 1)
+        except RuntimeError as exc:
+            # torch's CUDA out-of-memory error is a RuntimeError; other RuntimeErrors are bugs
+            if type(exc).__name__ != "OutOfMemoryError":
+                raise
+            _fail(ctx, f"{str(exc).splitlines()[0]}; lower --batch-size or --width, or use --device cpu", 1)
+        except AssertionError as exc:
+            _fail(ctx, f"internal check failed ({exc or 'assertion'}); this is a bug: please report it with the "
+                       f"command line", 1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _os_message(exc: OSError) -> str:
+    if not exc.filename:
+        return str(exc)
+    what = f"{exc.filename}: {exc.strerror or exc}"
+    return f"{what}; {_OS_FIX[exc.errno]}" if exc.errno in _OS_FIX else what
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> typing.NoReturn:
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(code)
+
+
+def _given(ctx: click.Context, param: click.Parameter, value):
+    """None unless the option was given: unset options must not override a resumed run's checkpoint."""
+    return None if ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT else value
+
+
+def _field_options(cls: type, *names: str):
+    """Decorator adding one click option per named field of a config dataclass.
+
+    Flag, type, lower bound, default and help come from the field. The command gets
+    None for an option that was not given (see :func:`_given`).
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+
+    def decorate(fn):
+        for name in reversed(names):
+            f, hint, low = fields[name], hints[name], fields[name].metadata.get("min")
+            flag = "--" + name.replace("_", "-")
+            kwargs = {"default": f.default, "show_default": True, "help": f.metadata.get("help"), "callback": _given}
+            if hint is bool:
+                flag = f"{flag}/--no-{flag[2:]}"
+            elif hint is int:
+                kwargs["type"] = int if low is None else click.IntRange(min=low)
+            elif hint is float:
+                kwargs["type"] = float if low is None else click.FloatRange(min=low)
+            elif hint is not str:
+                raise TypeError(f"{cls.__name__}.{name}: no click type for {hint}")
+            fn = click.option(flag, **kwargs)(fn)
+        return fn
+
+    return decorate
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hdrprep")
 def main() -> None:
     """Prepare (LDR, HDR) training pairs for single-image HDR reconstruction."""
@@ -30,8 +124,8 @@ def _summary(report: dict) -> str:
         *(f"  skipped {s['source']}: {s['reason']} ({s['detail']})" for s in report["skipped"]),
         f"candidates: {c['candidates']}, kept pairs: {c['kept']}"
         + (f" ({100 * c['kept'] / c['candidates']:.1f} %)" if c["candidates"] else ""),
-        f"time: {t['total_s']:.1f} s (score {t['score_s']:.1f} s, write {t['write_s']:.1f} s); "
-        f"tasks run now: {report['tasks']['frames_scored']} frames, {report['tasks']['shards_written']} shards",
+        (f"time: {t['total_s']:.1f} s (score {t['score_s']:.1f} s, write {t['write_s']:.1f} s); "
+         f"tasks run now: {report['tasks']['frames_scored']} frames, {report['tasks']['shards_written']} shards"),
     ]
     tp = report.get("throughput", {})
     if tp.get("candidates_per_s") or tp.get("pairs_per_s"):
@@ -52,7 +146,7 @@ def _summary(report: dict) -> str:
               help="Store to create or resume (a Zarr folder).")
 @click.option("--preset", default="santos2020", show_default=True,
               help="Preset name (pipelines/NAME.yaml) or YAML path.")
-@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes [default: one per core].")
+@click.option("--workers", type=click.IntRange(min=1), show_default="one per core", help="Local worker processes.")
 @click.option("--scheduler", help="tcp://host:port of a running dask scheduler, 'threads', or 'synchronous'.")
 @click.option("--cluster", "cluster_spec", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Batch-cluster preset YAML (dask-jobqueue), e.g. pipelines/cluster-slurm.yaml.")
@@ -73,30 +167,27 @@ def build(src, out, preset, workers, scheduler, cluster_spec, manifest, overwrit
     from hdrprep import build as build_mod
     from hdrprep.config import load_preset
 
-    try:
-        if workers and scheduler and scheduler != "threads":
-            raise click.UsageError(f"--workers sizes a local cluster; it cannot be used with --scheduler {scheduler}")
-        if cluster_spec and (scheduler or workers):
-            raise click.UsageError("--cluster starts its own workers; drop --scheduler/--workers")
-        config = load_preset(preset).override(**{
-            "sampling.patches_per_frame": patches_per_frame, "sampling.patch_size": patch_size,
-            "select.threshold": threshold, "select.target_pairs": target_pairs, "seed": seed})
-        frames = None
-        if manifest:
-            from hdrprep.manifest import load_manifest
+    if workers and scheduler and scheduler != "threads":
+        raise click.UsageError(f"--workers sizes a local cluster; it cannot be used with --scheduler {scheduler}")
+    if cluster_spec and (scheduler or workers):
+        raise click.UsageError("--cluster starts its own workers; drop --scheduler/--workers")
+    config = load_preset(preset).override(**{
+        "sampling.patches_per_frame": patches_per_frame, "sampling.patch_size": patch_size,
+        "select.threshold": threshold, "select.target_pairs": target_pairs, "seed": seed})
+    frames = None
+    if manifest:
+        from hdrprep.manifest import load_manifest
 
-            frames = load_manifest(manifest).training_frames(src)
-        kwargs = dict(workers=workers, scheduler=scheduler, overwrite=overwrite, dry_run=dry_run,
-                      limit_frames=limit_frames, frames=frames, progress=not quiet)
-        if cluster_spec:
-            from hdrprep.cluster import batch_cluster
+        frames = load_manifest(manifest).training_frames(src)
+    kwargs = {"workers": workers, "scheduler": scheduler, "overwrite": overwrite, "dry_run": dry_run,
+              "limit_frames": limit_frames, "frames": frames, "progress": not quiet}
+    if cluster_spec:
+        from hdrprep.cluster import batch_cluster
 
-            with batch_cluster(cluster_spec) as cluster:
-                report = build_mod.build(src, out, config, cluster=cluster, **kwargs)
-        else:
-            report = build_mod.build(src, out, config, **kwargs)
-    except HdrprepError as exc:
-        _fail(exc)
+        with batch_cluster(cluster_spec) as cluster:
+            report = build_mod.build(src, out, config, cluster=cluster, **kwargs)
+    else:
+        report = build_mod.build(src, out, config, **kwargs)
     if dry_run:
         click.echo(f"{len(report['frames'])} frames, {report['candidates']} candidates "
                    f"(preset {config.name}, seed {config.seed}):")
@@ -119,20 +210,18 @@ def build(src, out, preset, workers, scheduler, cluster_spec, manifest, overwrit
 @click.option("--quiet", is_flag=True)
 def demo(out, n_frames, patches_per_frame, preset, workers, quiet):
     """Build a store from procedurally generated HDR frames (no data needed)."""
-    from hdrprep import build as build_mod, synth
+    from hdrprep import build as build_mod
+    from hdrprep import synth
     from hdrprep.config import load_preset
     from hdrprep.preview import contact_sheet
 
-    try:
-        config = load_preset(preset).override(**{"sampling.patches_per_frame": patches_per_frame})
-        frames = out / "frames"
-        synth.write_frames(frames, n_frames)
-        report = build_mod.build(frames, out / "shards.zarr", config, workers=workers, progress=not quiet,
-                                 overwrite=True)
-        sheet = contact_sheet(out / "shards.zarr", out / "contact_sheet.png", n=24) if report["counts"]["kept"] \
-            else None
-    except HdrprepError as exc:
-        _fail(exc)
+    config = load_preset(preset).override(**{"sampling.patches_per_frame": patches_per_frame})
+    frames = out / "frames"
+    synth.write_frames(frames, n_frames)
+    report = build_mod.build(frames, out / "shards.zarr", config, workers=workers, progress=not quiet,
+                             overwrite=True)
+    sheet = contact_sheet(out / "shards.zarr", out / "contact_sheet.png", n=24) if report["counts"]["kept"] \
+        else None
     click.echo(_summary(report))
     click.echo(f"store: {out / 'shards.zarr'}" + (f"\ncontact sheet: {sheet}" if sheet else ""))
 
@@ -142,15 +231,9 @@ def demo(out, n_frames, patches_per_frame, preset, workers, quiet):
 @click.option("--json", "as_json", is_flag=True, help="Print the header facts as JSON.")
 def probe(path, as_json):
     """Print an HDR file's header facts without decoding its pixels."""
-    import dataclasses
-
     from hdrprep.io import probe as probe_fn
 
-    try:
-        info = probe_fn(path)
-    except HdrprepError as exc:
-        _fail(exc)
-    d = dataclasses.asdict(info)
+    d = dataclasses.asdict(probe_fn(path))
     click.echo(json.dumps(d, indent=1, default=str) if as_json else "\n".join(f"{k}: {v}" for k, v in d.items()))
 
 
@@ -164,33 +247,15 @@ def probe(path, as_json):
 @click.option("--vgg-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="VGG-19 state dict (torchvision layout) for the perceptual loss.")
 @click.option("--no-perceptual", is_flag=True, help="Train with the reconstruction loss only (no VGG needed).")
-@click.option("--max-steps", type=click.IntRange(min=1), help="[default: 200000]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="[default: 4]")
-@click.option("--lr", type=float, help="Adam learning rate [default: 2e-4].")
-@click.option("--lr-patience", type=click.IntRange(min=0), help="Validations without improvement before halving lr.")
-@click.option("--width", type=click.IntRange(min=1), help="Channels of the first U-Net level [default: 64].")
-@click.option("--depth", type=click.IntRange(min=1), help="U-Net levels [default: 7].")
-@click.option("--flips/--no-flips", default=None, help="Random flips of training pairs.")
-@click.option("--seed", type=click.IntRange(min=0))
-@click.option("--val-fraction", type=float, help="Share of source frames held out for validation [default: 0.05].")
-@click.option("--val-every", type=click.IntRange(min=1), help="Steps between validations [default: 1000].")
-@click.option("--ckpt-every", type=click.IntRange(min=1), help="Steps between checkpoints [default: 1000].")
-@click.option("--num-workers", type=click.IntRange(min=0), help="DataLoader worker processes [default: 2].")
-@click.option("--device", help="auto, cpu, cuda or cuda:N [default: auto].")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [default: on].")
+@_field_options(TrainConfig, "max_steps", "batch_size", "lr", "lr_patience", "width", "depth", "flips", "seed",
+                "val_fraction", "val_every", "ckpt_every", "num_workers", "device", "amp")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(data, out, resume, init, vgg_weights, no_perceptual, quiet, **options):
     """Train the Santos et al. 2020 masked U-Net on a store (needs the `train` extra)."""
-    try:
-        from hdrprep.train.loop import train as train_fn
-    except ImportError as exc:
-        _fail(ImportError(f"{exc}; install the trainer with: pip install torch==2.13.0 && pip install -e '.[train]'"))
-    options = {k: v for k, v in options.items() if v is not None}
-    try:
-        result = train_fn(data, out, resume=resume, init=init, vgg_weights=vgg_weights,
-                          no_perceptual=no_perceptual, progress=not quiet, **options)
-    except HdrprepError as exc:
-        _fail(exc)
+    from hdrprep.train.loop import train as train_fn
+
+    result = train_fn(data, out, resume=resume, init=init, vgg_weights=vgg_weights, no_perceptual=no_perceptual,
+                      progress=not quiet, **options)
     click.echo(json.dumps(result, indent=1, default=str))
 
 
@@ -200,17 +265,12 @@ def train(data, out, resume, init, vgg_weights, no_perceptual, quiet, **options)
               help="An 8- or 16-bit PNG or JPEG, any size.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The HDR reconstruction (.exr).")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--mask-alpha", type=float, help="Soft-mask threshold [default: the checkpoint's].")
+@click.option("--mask-alpha", type=float, show_default="the checkpoint's", help="Soft-mask threshold.")
 def predict(checkpoint, input_, out, device, mask_alpha):
     """Reconstruct the HDR image of an LDR photograph with a trained checkpoint."""
-    try:
-        from hdrprep.train.predict import predict as predict_fn
-    except ImportError as exc:
-        _fail(ImportError(f"{exc}; install the trainer with: pip install torch==2.13.0 && pip install -e '.[train]'"))
-    try:
-        hdr = predict_fn(checkpoint, input_, out, device=device, mask_alpha=mask_alpha)
-    except HdrprepError as exc:
-        _fail(exc)
+    from hdrprep.train.predict import predict as predict_fn
+
+    hdr = predict_fn(checkpoint, input_, out, device=device, mask_alpha=mask_alpha)
     click.echo(f"wrote {out} ({hdr.shape[1]}x{hdr.shape[0]}, max {float(hdr.max()):.3g})")
 
 
@@ -221,10 +281,7 @@ def inspect_cmd(store_path, as_json):
     """Summarise a store: pairs, sources, score/saturation/camera distributions, bytes."""
     from hdrprep import summary
 
-    try:
-        s = summary.summarize(store_path)
-    except HdrprepError as exc:
-        _fail(exc)
+    s = summary.summarize(store_path)
     click.echo(json.dumps(s, indent=1) if as_json else summary.format_summary(s))
 
 
@@ -251,16 +308,13 @@ def preview(store_path, out, n, sort, seed, source, frame, src, plots_dir):
         raise click.UsageError("give --out, --plots or both")
     if frame is not None and src is None:
         raise click.UsageError("--candidates FRAME needs --src, the folder the store was built from")
-    try:
-        if out is not None and frame is not None:
-            click.echo(f"candidates sheet: {pv.candidates_sheet(store_path, src, frame, out, n=n)}")
-        elif out is not None:
-            click.echo(f"contact sheet: {pv.contact_sheet(store_path, out, n=n, sort=sort, seed=seed, source=source)}")
-        if plots_dir is not None:
-            for path in pv.plots(store_path, plots_dir):
-                click.echo(f"plot: {path}")
-    except HdrprepError as exc:
-        _fail(exc)
+    if out is not None and frame is not None:
+        click.echo(f"candidates sheet: {pv.candidates_sheet(store_path, src, frame, out, n=n)}")
+    elif out is not None:
+        click.echo(f"contact sheet: {pv.contact_sheet(store_path, out, n=n, sort=sort, seed=seed, source=source)}")
+    if plots_dir is not None:
+        for path in pv.plots(store_path, plots_dir):
+            click.echo(f"plot: {path}")
 
 
 @main.command("export")
@@ -277,10 +331,7 @@ def export_cmd(store_path, fmt, out, ldr_format, quiet):
     """Write every pair as files other training code reads."""
     from hdrprep import export as ex
 
-    try:
-        marker = ex.export(store_path, out, format=fmt, ldr_format=ldr_format, progress=not quiet)
-    except HdrprepError as exc:
-        _fail(exc)
+    marker = ex.export(store_path, out, format=fmt, ldr_format=ldr_format, progress=not quiet)
     click.echo(f"{marker['pairs']} pairs exported to {out} ({fmt}, LDR as {marker['ldr_format']})")
 
 
@@ -295,10 +346,7 @@ def render(store_path, k, src, out):
     """Re-render pair K from its source frame and index row; exit 1 if it differs from the stored pair."""
     from hdrprep.export import render_pair_from_index
 
-    try:
-        _, _, equal = render_pair_from_index(store_path, src, k, out)
-    except HdrprepError as exc:
-        _fail(exc)
+    _, _, equal = render_pair_from_index(store_path, src, k, out)
     where = f" (written to {out})" if out is not None else ""
     if not equal:
         click.echo(f"pair {k}: the re-rendered pair DIFFERS from the stored one{where}", err=True)
