@@ -30,30 +30,26 @@ datasets is an error. Output paths are POSIX, relative to ``src``, sorted.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from hdrprep._typed import check, check_keys, context, invalid, load, read_yaml, setting
 from hdrprep.errors import ConfigError
 
-__all__ = ["ManifestError", "Subsample", "TestSplit", "Dataset", "Selection", "Manifest", "load_manifest",
+__all__ = ["Dataset", "Manifest", "ManifestError", "Selection", "Subsample", "TestSplit", "load_manifest",
            "parse_manifest"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TOP_KEYS = {"version": "required, 1", "description": "optional text", "datasets": "required, a list"}
+_TOP_KEYS = ("version", "description", "datasets")
 _DATASET_KEYS = ("name", "licence", "path", "patterns", "url", "citation", "used_by", "note", "sequence",
                  "subsample", "test")
-_SUBSAMPLE_KEYS = ("every", "offset", "max_frames")
-_TEST_KEYS = ("files", "globs", "sequences")
 
 
 class ManifestError(ConfigError):
@@ -123,9 +119,12 @@ class Subsample:
     max_frames : then at most this many (>= 1), evenly spread; None = no cap.
     """
 
-    every: int = 1
-    offset: int = 0
-    max_frames: int | None = None
+    every: int = setting(1, min=1)
+    offset: int = setting(0, min=0)
+    max_frames: int | None = setting(None, min=1)
+
+    def __post_init__(self) -> None:
+        check(self.offset < self.every, "offset", self.offset, f"must be smaller than every ({self.every})")
 
     def apply(self, frames: list[str]) -> list[str]:
         """Subsample one sequence, given in natural order; returns frames in the same order."""
@@ -310,158 +309,121 @@ class Manifest:
 
 # --------------------------------------------------------------------------- loading
 
-class _Checker:
-    """Builds error messages that name the file, the dataset, the key, the value and the fix."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, where: str, key: str, value: Any, fix: str) -> None:
-        raise ManifestError(f"{self.source}: {where}key '{key}' = {value!r}: {fix}")
-
-    def unknown(self, where: str, mapping: dict, allowed) -> None:
-        for k in mapping:
-            if k not in allowed:
-                close = difflib.get_close_matches(str(k), list(allowed), n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
-                self.fail(where, k, mapping[k], f"unknown key; {hint}allowed keys: {', '.join(allowed)}")
-
-    def text(self, where: str, d: dict, key: str, required: bool = False) -> str | None:
-        v = d.get(key)
-        if v is None and not required:
-            return None
-        if not isinstance(v, str) or not v.strip():
-            self.fail(where, key, v, "must be a non-empty string" + (" (required)" if required else ""))
-        return v
-
-    def str_list(self, where: str, d: dict, key: str, required: bool = False) -> tuple[str, ...]:
-        v = d.get(key)
-        if v is None and not required:
-            return ()
-        if not isinstance(v, list) or not v or not all(isinstance(s, str) and s for s in v):
-            self.fail(where, key, v, "must be a non-empty list of strings" + (" (required)" if required else ""))
-        if len(set(v)) != len(v):
-            self.fail(where, key, v, "has duplicate entries; list each once")
-        return tuple(v)
-
-    def globs(self, where: str, key: str, values: tuple[str, ...]) -> None:
-        for p in values:
-            try:
-                _glob_regex(p)
-            except ValueError as exc:
-                self.fail(where, key, p, f"bad pattern: {exc}")
-
-    def integer(self, where: str, d: dict, key: str, default: int | None, low: int) -> int | None:
-        v = d.get(key, default)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            self.fail(where, key, v, f"must be an integer >= {low}")
-        return v
+def _text(d: dict, key: str, required: bool = False) -> str | None:
+    v = d.get(key)
+    if v is None and not required:
+        return None
+    check(isinstance(v, str) and bool(v.strip()), key, v, "must be a non-empty string" + (" (required)" * required))
+    return v
 
 
-def _parse_dataset(chk: _Checker, i: int, raw: Any) -> Dataset:
-    if not isinstance(raw, dict):
-        chk.fail(f"datasets[{i}]: ", "datasets", raw,
-                 "each dataset must be a mapping with name, licence, path, patterns")
-    name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        chk.fail(f"datasets[{i}]: ", "name", name, "required; letters, digits, '.', '_' or '-', e.g. 'hdm-hdr-2014'")
-    w = f"dataset '{name}': "
-    chk.unknown(w, raw, _DATASET_KEYS)
-    licence = chk.text(w, raw, "licence", required=True)
-    path = chk.text(w, raw, "path", required=True)
+def _str_list(d: dict, key: str, required: bool = False) -> tuple[str, ...]:
+    v = d.get(key)
+    if v is None and not required:
+        return ()
+    check(isinstance(v, list) and bool(v) and all(isinstance(s, str) and s for s in v), key, v,
+          "must be a non-empty list of strings" + (" (required)" * required))
+    check(len(set(v)) == len(v), key, v, "has duplicate entries; list each once")
+    return tuple(v)
+
+
+def _relative_path(key: str, value: str, what: str) -> None:
     try:
-        _glob_regex(path)
+        _glob_regex(value)
     except ValueError as exc:
-        chk.fail(w, "path", path, f"must be a sub-folder of --src: {exc}")
-    if any(c in path for c in "*?["):
-        chk.fail(w, "path", path, "must be a plain folder name, not a pattern; put patterns in 'patterns'")
-    patterns = chk.str_list(w, raw, "patterns", required=True)
-    chk.globs(w, "patterns", patterns)
+        raise invalid(key, value, f"{what}: {exc}") from None
 
-    seq_raw = raw.get("sequence", "none")
-    seq_regex = None
-    if isinstance(seq_raw, dict):
-        chk.unknown(w + "sequence: ", seq_raw, ("regex",))
-        seq_regex = chk.text(w + "sequence: ", seq_raw, "regex", required=True)
+
+def _parse_dataset(i: int, raw: Any) -> Dataset:
+    check(isinstance(raw, dict), f"datasets[{i}]", raw, "each dataset must be a mapping with name, licence, path, "
+                                                        "patterns")
+    name = raw.get("name")
+    with context(f"datasets[{i}]: "):
+        check(isinstance(name, str) and bool(_NAME_RE.match(name)), "name", name,
+              "required; letters, digits, '.', '_' or '-', e.g. 'hdm-hdr-2014'")
+    with context(f"dataset '{name}': "):
+        check_keys(raw, _DATASET_KEYS)
+        licence = _text(raw, "licence", required=True)
+        path = _text(raw, "path", required=True)
+        _relative_path("path", path, "must be a sub-folder of --src")
+        check(not any(c in path for c in "*?["), "path", path,
+              "must be a plain folder name, not a pattern; put patterns in 'patterns'")
+        patterns = _str_list(raw, "patterns", required=True)
+        for p in patterns:
+            _relative_path("patterns", p, "bad pattern")
+        sequence, seq_regex = _parse_sequence(raw.get("sequence", "none"))
+        subsample = _parse_subsample(raw.get("subsample"), sequence)
+        test = _parse_test(raw.get("test"), sequence)
+        return Dataset(name=name, licence=licence, path=path, patterns=patterns, url=_text(raw, "url"),
+                       citation=_text(raw, "citation"), used_by=_str_list(raw, "used_by"), note=_text(raw, "note"),
+                       sequence=sequence, sequence_regex=seq_regex, subsample=subsample, test=test)
+
+
+def _parse_sequence(raw: Any) -> tuple[str, str | None]:
+    if isinstance(raw, dict):
+        with context("sequence: "):
+            check_keys(raw, ("regex",))
+            regex = _text(raw, "regex", required=True)
         try:
-            rx = re.compile(seq_regex)
+            rx = re.compile(regex)
         except re.error as exc:
-            chk.fail(w, "sequence.regex", seq_regex, f"not a valid regular expression ({exc})")
-        if rx.groups < 1:
-            chk.fail(w, "sequence.regex", seq_regex, "needs a capturing group for the sequence name, "
-                     "e.g. '^(.+)_\\d+\\.exr$'")
-        sequence = "regex"
-    elif seq_raw in ("none", "folder"):
-        sequence = seq_raw
-    else:
-        chk.fail(w, "sequence", seq_raw, "must be 'none' (still images), 'folder' (frames of a sequence share a "
-                 "folder) or {regex: PATTERN} (group 1 of the match on the relative path names the sequence)")
+            raise invalid("sequence.regex", regex, f"not a valid regular expression ({exc})") from None
+        check(rx.groups >= 1, "sequence.regex", regex, "needs a capturing group for the sequence name, "
+                                                       "e.g. '^(.+)_\\d+\\.exr$'")
+        return "regex", regex
+    check(raw in ("none", "folder"), "sequence", raw, "must be 'none' (still images), 'folder' (frames of a "
+          "sequence share a folder) or {regex: PATTERN} (group 1 of the match on the relative path names the sequence)")
+    return raw, None
 
-    sub_raw = raw.get("subsample")
-    subsample = Subsample()
-    if sub_raw is not None:
-        if sequence == "none":
-            chk.fail(w, "subsample", sub_raw, "applies to video sequences only; set 'sequence' or remove 'subsample'")
-        if not isinstance(sub_raw, dict):
-            chk.fail(w, "subsample", sub_raw, "must be a mapping with every, offset, max_frames")
-        sw = w + "subsample: "
-        chk.unknown(sw, sub_raw, _SUBSAMPLE_KEYS)
-        every = chk.integer(sw, sub_raw, "every", 1, 1)
-        offset = chk.integer(sw, sub_raw, "offset", 0, 0)
-        if offset >= every:
-            chk.fail(sw, "offset", offset, f"must be smaller than every ({every})")
-        subsample = Subsample(every, offset, chk.integer(sw, sub_raw, "max_frames", None, 1))
 
-    test_raw = raw.get("test")
-    test = TestSplit()
-    if test_raw is not None:
-        if not isinstance(test_raw, dict) or not test_raw:
-            chk.fail(w, "test", test_raw, "must be a mapping with files, globs and/or sequences (lists)")
-        tw = w + "test: "
-        chk.unknown(tw, test_raw, _TEST_KEYS)
-        files = chk.str_list(tw, test_raw, "files")
+def _parse_subsample(raw: Any, sequence: str) -> Subsample:
+    if raw is None:
+        return Subsample()
+    check(sequence != "none", "subsample", raw, "applies to video sequences only; set 'sequence' or remove 'subsample'")
+    check(isinstance(raw, dict), "subsample", raw, "must be a mapping with every, offset, max_frames")
+    with context("subsample: "):
+        return load(Subsample, raw)
+
+
+def _parse_test(raw: Any, sequence: str) -> TestSplit:
+    if raw is None:
+        return TestSplit()
+    check(isinstance(raw, dict) and bool(raw), "test", raw,
+          "must be a mapping with files, globs and/or sequences (lists)")
+    with context("test: "):
+        check_keys(raw, [f.name for f in fields(TestSplit)])
+        files = _str_list(raw, "files")
         for f in files:
-            try:
-                _glob_regex(f)
-            except ValueError as exc:
-                chk.fail(tw, "files", f, f"bad path: {exc}")
-            if any(c in f for c in "*?["):
-                chk.fail(tw, "files", f, "is a pattern; move it to test.globs")
-        globs = chk.str_list(tw, test_raw, "globs")
-        chk.globs(tw, "globs", globs)
-        sequences = chk.str_list(tw, test_raw, "sequences")
-        if sequences and sequence == "none":
-            chk.fail(tw, "sequences", list(sequences), "needs a video dataset; set 'sequence' or use files/globs")
-        test = TestSplit(files, globs, sequences)
-
-    return Dataset(name=name, licence=licence, path=path, patterns=patterns, url=chk.text(w, raw, "url"),
-                   citation=chk.text(w, raw, "citation"), used_by=chk.str_list(w, raw, "used_by"),
-                   note=chk.text(w, raw, "note"), sequence=sequence, sequence_regex=seq_regex,
-                   subsample=subsample, test=test)
+            _relative_path("files", f, "bad path")
+            check(not any(c in f for c in "*?["), "files", f, "is a pattern; move it to test.globs")
+        globs = _str_list(raw, "globs")
+        for g in globs:
+            _relative_path("globs", g, "bad pattern")
+        sequences = _str_list(raw, "sequences")
+        check(not sequences or sequence != "none", "sequences", list(sequences),
+              "needs a video dataset; set 'sequence' or use files/globs")
+    return TestSplit(files, globs, sequences)
 
 
 def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
     """Schema-check a manifest already parsed from YAML; ``source`` names it in errors."""
-    chk = _Checker(source)
-    if not isinstance(data, dict):
-        raise ManifestError(f"{source}: the top level must be a mapping with 'version' and 'datasets'")
-    chk.unknown("", data, tuple(_TOP_KEYS))
-    if data.get("version") != MANIFEST_VERSION:
-        chk.fail("", "version", data.get("version"), f"must be {MANIFEST_VERSION} (the only manifest version)")
-    raw = data.get("datasets")
-    if not isinstance(raw, list) or not raw:
-        chk.fail("", "datasets", raw, "must be a non-empty list of datasets")
-    datasets = tuple(_parse_dataset(chk, i, r) for i, r in enumerate(raw))
-    seen: dict[str, int] = {}
-    for i, ds in enumerate(datasets):
-        if ds.name in seen:
-            chk.fail(f"datasets[{i}]: ", "name", ds.name,
-                     f"already used by datasets[{seen[ds.name]}]; names must be unique")
-        seen[ds.name] = i
-    return Manifest(datasets=datasets, version=MANIFEST_VERSION, description=chk.text("", data, "description"),
-                    source=source)
+    with context(f"{source}: ", ManifestError):
+        if not isinstance(data, dict):
+            raise ConfigError("the top level must be a mapping with 'version' and 'datasets'")
+        check_keys(data, _TOP_KEYS)
+        check(data.get("version") == MANIFEST_VERSION, "version", data.get("version"),
+              f"must be {MANIFEST_VERSION} (the only manifest version)")
+        raw = data.get("datasets")
+        check(isinstance(raw, list) and bool(raw), "datasets", raw, "must be a non-empty list of datasets")
+        datasets = tuple(_parse_dataset(i, r) for i, r in enumerate(raw))
+        seen: dict[str, int] = {}
+        for i, ds in enumerate(datasets):
+            with context(f"datasets[{i}]: "):
+                check(ds.name not in seen, "name", ds.name,
+                      f"already used by datasets[{seen.get(ds.name)}]; names must be unique")
+            seen[ds.name] = i
+        return Manifest(datasets=datasets, version=MANIFEST_VERSION, description=_text(data, "description"),
+                        source=source)
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -469,11 +431,6 @@ def load_manifest(path: str | Path) -> Manifest:
 
     Raises ManifestError (a ConfigError) naming the file, dataset, key, value and fix.
     """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read the manifest ({exc.strerror}); check the --manifest path") from exc
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML ({exc}); fix the syntax") from exc
+    with context(f"{path}: ", ManifestError):
+        data = read_yaml(path)
     return parse_manifest(data, str(path))
