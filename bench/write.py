@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hdrprep import store
+from hdrprep import _shard_io, store
 from hdrprep.errors import HdrprepError
 
 PER_SHARD = 16
@@ -66,7 +66,7 @@ def old_write(group, ldr, hdr):
     # write_pairs before: zarr's default config, which compares every chunk with the fill value
     for name, data in (("ldr", ldr), ("hdr", hdr)):
         arr = group[name]
-        store._delete_shards(arr, 0, 1)
+        _shard_io.delete_shards(arr, 0, 1)
         arr[0:len(data)] = data
 
 

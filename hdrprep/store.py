@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hdrprep import _shard_io
 from hdrprep.errors import StoreError
 
 __all__ = [
@@ -141,65 +142,16 @@ def write_pairs(group, start: int, ldr: np.ndarray, hdr: np.ndarray) -> None:
     for arr, data in ((arr_l, ldr), (arr_h, hdr)):
         # zarr reads and merges an existing file into a write that ends at the
         # array's edge (the last shard); a corrupt old file would make it fail
-        _delete_shards(arr, start // per, -(-stop // per))
+        _shard_io.delete_shards(arr, start // per, -(-stop // per))
         if any(_all_zero(chunk) for chunk in data):
             # zarr leaves an all-fill chunk out of its shard: let zarr write this one
             arr[start:stop] = data
-        elif not all(_write_whole_shard(arr, s // per, data[s - start:s - start + per])
+        elif not all(_shard_io.write_whole_shard(arr, s // per, data[s - start:s - start + per])
                      for s in range(start, stop, per)):
             # zarr's own write; its compare of every chunk with the fill value (5 ms per
             # pair) can be skipped, as no chunk is all fill
             arr.with_config({"write_empty_chunks": True})[start:stop] = data
         pause_point("shard-array-written")
-
-
-def _write_whole_shard(arr, shard: int, data: np.ndarray) -> bool:
-    """Encode and write one full shard of one-pair blosc chunks without zarr's write pipeline.
-
-    zarr writes a whole shard through its partial-shard path (a fill-value array
-    and a copy per chunk, a thread hop per codec call): 14.6 ms per pair against
-    7.7 ms for the bare codec. This builds the same bytes (tests compare them with
-    zarr's): the chunks' blosc frames in order, then the index of (offset,
-    length) as little-endian uint64 and its CRC32C. No chunk may be all zero.
-
-    Returns
-    -------
-    bool
-        False, having written nothing, where the array's layout is not that one
-        (another codec, or a shard that is not full): the caller lets zarr write it.
-    """
-    if not (_whole_plain_shard(arr, shard, len(data)) and data.dtype == arr.dtype and data.dtype.byteorder in "=|"):
-        return False
-    blosc = _numcodecs_blosc(arr.metadata.codecs[0].codecs[1])
-    _put_shard(arr, shard, [blosc.encode(np.ascontiguousarray(chunk)) for chunk in data])
-    return True
-
-
-def _whole_plain_shard(arr, shard: int, n: int) -> bool:
-    """True if ``n`` chunks fill shard ``shard`` of ``arr`` and the layout is ``_plain_blosc_shards``."""
-    return _plain_blosc_shards(arr) and n == arr.shards[0] and (shard + 1) * n <= arr.shape[0]
-
-
-def _numcodecs_blosc(codec):
-    """The numcodecs Blosc that encodes exactly as zarr's ``BloscCodec`` ``codec``."""
-    import numcodecs
-
-    return numcodecs.Blosc(cname=codec.cname.value, clevel=codec.clevel, blocksize=codec.blocksize,
-                           typesize=codec.typesize,
-                           shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec.shuffle.value])
-
-
-def _put_shard(arr, shard: int, frames: list[bytes]) -> None:
-    """Write a shard file from its chunks' encoded frames: frames, index (offset, length) <u8, CRC32C."""
-    import google_crc32c
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    lengths = np.array([len(f) for f in frames], np.uint64)
-    index = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1).astype("<u8").tobytes()
-    crc = np.array([google_crc32c.value(index)], "<u4").tobytes()
-    key = f"{arr.path}/{arr.metadata.encode_chunk_key((shard, *[0] * (arr.ndim - 1)))}"
-    sync(arr.store_path.store.set(key, default_buffer_prototype().buffer.from_bytes(b"".join([*frames, index, crc]))))
 
 
 def encode_pair(ldr: np.ndarray, hdr: np.ndarray, compressor: str, level: int) -> tuple[bytes, bytes] | None:
@@ -227,7 +179,7 @@ def encode_pair(ldr: np.ndarray, hdr: np.ndarray, compressor: str, level: int) -
 
 @functools.lru_cache(maxsize=8)
 def _pair_encoder(compressor: str, level: int, dtype: str):
-    return _numcodecs_blosc(_codecs(compressor, level, np.dtype(dtype))[0])
+    return _shard_io.numcodecs_blosc(_codecs(compressor, level, np.dtype(dtype))[0])
 
 
 def decode_pair(frames: tuple[bytes, bytes], patch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -255,43 +207,26 @@ def write_encoded_pairs(group, start: int, frames: list[tuple[bytes, bytes]], co
     if not per or start % per or len(frames) % per:
         return False
     for arr in arrays:
-        if not all(_whole_plain_shard(arr, s // per, per) for s in range(start, start + len(frames), per)):
+        if not all(_shard_io.whole_plain_shard(arr, s // per, per) for s in range(start, start + len(frames), per)):
             return False
-        codec = _numcodecs_blosc(arr.metadata.codecs[0].codecs[1])
+        codec = _shard_io.numcodecs_blosc(_shard_io.blosc_codec(arr))
         if codec.get_config() != _pair_encoder(compressor, level, arr.dtype.str).get_config():
             return False
     for i, arr in enumerate(arrays):
         for s in range(start, start + len(frames), per):
-            _put_shard(arr, s // per, [f[i] for f in frames[s - start:s - start + per]])
+            _shard_io.put_shard(arr, s // per, [f[i] for f in frames[s - start:s - start + per]])
         pause_point("shard-array-written")
     return True
-
-
-def _plain_blosc_shards(arr) -> bool:
-    """True if ``arr`` is sharded exactly as ``_write_whole_shard`` writes and ``PairReader`` reads.
-
-    That is: one chunk per pair, chunks encoded as little-endian bytes then blosc,
-    the index at the end of the shard as (offset, length) uint64 with a CRC32C.
-    """
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
-
-    codecs = arr.metadata.codecs
-    sharding = codecs[0] if len(codecs) == 1 else None
-    return (isinstance(sharding, ShardingCodec) and sharding.index_location.value == "end"
-            and [type(c) for c in sharding.codecs] == [BytesCodec, BloscCodec]
-            and [type(c) for c in sharding.index_codecs] == [BytesCodec, Crc32cCodec]
-            and sharding.chunk_shape == (1, *arr.shape[1:])
-            and getattr(sharding.codecs[0].endian, "value", "little") == "little" and np.little_endian)
 
 
 class PairReader:
     """Random access to a store's pairs, reading shard files directly (about 10x zarr's per-pair read).
 
-    For arrays in the layout ``_write_whole_shard`` writes (see ``_plain_blosc_shards``)
-    on a local folder, pair ``k`` is one ``os.pread`` of its chunk's byte range, found in
-    the shard's index (read once per shard and CRC32C-checked), and one blosc decode.
-    Any other layout or store is read with plain zarr indexing. A chunk absent from its
-    shard, or a shard file that is absent, holds the fill value 0, as in zarr.
+    For arrays in the layout ``write_pairs`` writes on a local folder (see
+    ``hdrprep._shard_io``), pair ``k`` is one ``os.pread`` of its chunk's byte range,
+    found in the shard's index (read once per shard and CRC32C-checked), and one
+    blosc decode. Any other layout or store is read with plain zarr indexing. A chunk
+    absent from its shard, or a shard file that is absent, holds the fill value 0, as in zarr.
 
     File descriptors are opened per read and never kept, so no handle outlives a
     read or crosses a ``fork``; only the parsed shard indices are cached. Still, open
@@ -304,21 +239,9 @@ class PairReader:
         The store's group (e.g. from ``open_store``), with ``ldr`` and ``hdr`` arrays.
     """
 
-    _MISSING = 2**64 - 1
-
     def __init__(self, group):
         self.arrays = (group["ldr"], group["hdr"])
-        self._direct = [self._direct_layout(a) for a in self.arrays]
-        self._indices: dict[tuple[int, int], np.ndarray | None] = {}
-
-    @staticmethod
-    def _direct_layout(arr):
-        from zarr.storage import LocalStore
-
-        store = arr.store_path.store
-        if not (isinstance(store, LocalStore) and _plain_blosc_shards(arr) and arr.fill_value == 0):
-            return None
-        return Path(store.root), arr.shards[0]
+        self._direct = [_shard_io.direct_reader(a) for a in self.arrays]
 
     def __len__(self) -> int:
         return self.arrays[0].shape[0]
@@ -345,51 +268,11 @@ class PairReader:
                 raise ValueError(f"read_into: {arr.basename} needs a C-contiguous {arr.dtype} array of shape "
                                  f"{arr.shape[1:]}, got {out.dtype} {out.shape} "
                                  f"({'' if out.flags.c_contiguous else 'not '}C-contiguous)")
-            self._read_one(i, k, out)
-
-    def _read_one(self, i: int, k: int, out: np.ndarray) -> None:
-        arr, direct = self.arrays[i], self._direct[i]
-        if direct is None:
-            out[...] = arr[k]
-            return
-        root, per = direct
-        shard, slot = divmod(k, per)
-        path = root / arr.path / arr.metadata.encode_chunk_key((shard, *[0] * (arr.ndim - 1)))
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            out.fill(0)  # zarr writes no file for an all-fill shard
-            return
-        try:
-            index = self._indices.get((i, shard))
-            if index is None:
-                index = self._indices[(i, shard)] = self._read_index(fd, path, per)
-            offset, length = (int(v) for v in index[slot])
-            if offset == length == self._MISSING:
-                out.fill(0)
-                return
-            frame = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
-        # blosc1 header: uncompressed bytes at 4, compressed bytes at 12 (uint32 LE)
-        nbytes, cbytes = (np.frombuffer(frame[:16], "<u4")[[1, 3]] if len(frame) >= 16 else (-1, -1))
-        if len(frame) != length or nbytes != out.nbytes or cbytes != length:
-            raise StoreError(f"{path}: chunk {slot} is damaged (a blosc frame of {length} bytes for "
-                             f"{out.nbytes} was expected); rebuild the store")
-        import numcodecs
-
-        numcodecs.Blosc().decode(frame, out=out)
-
-    @staticmethod
-    def _read_index(fd: int, path: Path, per: int) -> np.ndarray:
-        import google_crc32c
-
-        size = 16 * per + 4
-        end = os.fstat(fd).st_size
-        raw = os.pread(fd, size, end - size) if end >= size else b""
-        if len(raw) != size or google_crc32c.value(raw[:-4]) != int(np.frombuffer(raw[-4:], "<u4")[0]):
-            raise StoreError(f"{path}: the shard index is damaged (size or CRC32C check failed); rebuild the store")
-        return np.frombuffer(raw[:-4], "<u8").reshape(per, 2)
+            direct = self._direct[i]
+            if direct is None:
+                out[...] = arr[k]
+            else:
+                direct.read_into(k, out)
 
 
 def _all_zero(chunk: np.ndarray) -> bool:
@@ -398,13 +281,6 @@ def _all_zero(chunk: np.ndarray) -> bool:
     if raw.size % 8 == 0:  # count in 8-byte words: 20x faster than bytes
         raw = raw.view(np.uint64)
     return np.count_nonzero(raw) == 0
-
-
-def _delete_shards(arr, first: int, stop: int) -> None:
-    from zarr.core.sync import sync
-
-    for s in range(first, stop):
-        sync(arr.store_path.store.delete(f"{arr.path}/{arr.metadata.encode_chunk_key((s, 0, 0, 0))}"))
 
 
 def to_half(hdr: np.ndarray) -> tuple[np.ndarray, int]:

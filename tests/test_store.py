@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hdrprep import store
+from hdrprep import _shard_io, store
 from hdrprep.errors import StoreError
 
 
@@ -111,10 +111,10 @@ def test_write_pairs_bytes_identical_to_plain_zarr_write(tmp_path, case):
 def test_whole_shard_writer_takes_full_blosc_shards_only(tmp_path):
     ldr, hdr = _pairs(20, 16, np.random.default_rng(8))
     group, _ = store.create_arrays(tmp_path / "blosc", 20, 16, 8)
-    assert store._write_whole_shard(group["hdr"], 1, hdr[8:16])
-    assert not store._write_whole_shard(group["hdr"], 2, hdr[16:20])  # the short last shard: zarr writes it
+    assert _shard_io.write_whole_shard(group["hdr"], 1, hdr[8:16])
+    assert not _shard_io.write_whole_shard(group["hdr"], 2, hdr[16:20])  # the short last shard: zarr writes it
     group, _ = store.create_arrays(tmp_path / "zstd", 20, 16, 8, "zstd")
-    assert not store._write_whole_shard(group["ldr"], 0, ldr[:8])
+    assert not _shard_io.write_whole_shard(group["ldr"], 0, ldr[:8])
 
 
 def _zarr_pairs(root: Path) -> tuple[np.ndarray, np.ndarray]:
