@@ -1,5 +1,6 @@
-"""Config dataclasses and presets."""
+"""Config dataclasses, presets and the trainer options, all read by one typed loader."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,31 @@ def test_yaml_is_loaded_safely(tmp_path):
     evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError):
         load_preset(evil)
+
+
+def test_unknown_key_suggests_the_meant_one():
+    with pytest.raises(ConfigError, match=r"unknown key 'camera\.nosie' = True; did you mean 'camera\.noise'\?"):
+        Config.from_dict({"camera": {"nosie": True}})
+    with pytest.raises(ConfigError, match=r"did you mean 'select\.threshold'"):
+        Config().override(**{"select.treshold": 0.5})
+
+
+def test_null_means_none_or_the_section_defaults_and_is_refused_elsewhere():
+    assert Config.from_dict({"metric": {"prescreen_margin": None}, "camera": None}).metric.prescreen_margin is None
+    with pytest.raises(ConfigError, match="'camera.noise': use true or false"):
+        Config.from_dict({"camera": {"noise": None}})
+
+
+def test_train_config_new_run_and_resume():
+    from hdrprep.config import TrainConfig
+
+    assert TrainConfig.from_options({"width": 8, "lr": 1, "depth": None}) == TrainConfig(width=8, lr=1.0)
+    with pytest.raises(ConfigError, match="'width': use an integer >= 1"):
+        TrainConfig.from_options({"width": 0})
+    with pytest.raises(ConfigError, match="did you mean 'width'"):
+        TrainConfig.from_options({"widht": 8})
+    saved = dataclasses.asdict(TrainConfig(width=8, max_steps=10))
+    resumed = TrainConfig.from_options({"max_steps": 20, "num_workers": 0, "width": 8, "depth": None}, saved)
+    assert resumed == TrainConfig(width=8, max_steps=20, num_workers=0)
+    with pytest.raises(ConfigError, match=r"--resume: option\(s\) width=16 \(checkpoint: 8\)"):
+        TrainConfig.from_options({"width": 16}, saved)
