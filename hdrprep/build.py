@@ -37,13 +37,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from hdrprep import __version__, store
+from hdrprep import __version__, files, schema, store
 from hdrprep.config import Config
 from hdrprep.errors import BadFrameError, ConfigError, HdrprepError, StoreError
 
-__all__ = ["build", "discover", "BUILD_STATE", "THREAD_ENV"]
+__all__ = ["build", "discover", "THREAD_ENV"]
 
-BUILD_STATE = "build.json"
 #: Environment of worker processes: one compute thread each (set before numba is imported there).
 THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1"}
@@ -89,24 +88,11 @@ def _frame_id(key: str) -> str:
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
 
 
-def _file_sha256(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-            size += len(block)
-    return size, h.hexdigest()
-
-
 def _cap_threads() -> None:
     """Set up a task's process: one compute thread (Dask workers provide the parallelism), and malloc."""
     import cv2
 
     cv2.setNumThreads(1)
-    from hdrprep import metric
-
-    metric.set_threads(1)
     _keep_freed_memory()
 
 
@@ -137,12 +123,6 @@ def _keep_freed_memory() -> bool:
     return mmap_set and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
-def _load_curves(config: Config):
-    from hdrprep import camera
-
-    return camera.CurveTable.load(config.camera.table_path) if config.camera.curve == "table" else None
-
-
 # --------------------------------------------------------------------------- stage 1
 
 def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
@@ -154,7 +134,7 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hdrprep import io, pairs
+    from hdrprep import camera, io, pairs, selection
 
     _cap_threads()
     config = Config.from_dict(config_dict)
@@ -162,48 +142,37 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
     record: dict[str, Any] = dict(source=key, status="ok", reason=None, detail=None)
     cols: dict[str, list] = {}
     try:
-        record["bytes"], record["sha256"] = _file_sha256(path)
+        record["bytes"], record["sha256"] = files.file_sha256(path)
         frame, stats = io.read_frame(path, ingest=config.ingest, min_size=config.sampling.patch_size)
         record.update(height=int(frame.shape[0]), width=int(frame.shape[1]), **{
             f"repaired_{k}": int(v) for k, v in dataclasses.asdict(stats).items()})
-        stash = _Stash(key, config) if _stage1_keeps(config) else None
-        cols = pairs.score_frame(frame, key, config, _load_curves(config), on_pair=stash)
+        stash = _Stash(key, config) if selection.decided_per_candidate(config.select) else None
+        cols = pairs.score_frame(frame, key, config, camera.load_curves(config.camera), on_pair=stash)
     except BadFrameError as exc:
         record.update(status="skipped", reason=exc.reason, detail=exc.detail or str(exc))
     except OSError as exc:
         record.update(status="skipped", reason="unreadable", detail=f"{exc.strerror or exc}; check the file")
     except ValueError as exc:  # e.g. an all-black frame has no exposure that clips 5-15 %
         record.update(status="skipped", reason="no-signal", detail=f"{exc}; the frame cannot be exposed")
-    record["candidates"] = len(cols.get("source", []))
-    if cols and stash is not None:
-        # outside the try: a failed write under --out (disk full) is not a bad frame
-        cols.update(stash.columns(record["candidates"]))
-        if stash.data:
-            store.atomic_write_bytes(Path(work) / "pairs" / f"{_frame_id(key)}.bin", stash.data)
-    table = pa.table(cols) if cols else pa.table({})
-    table = table.replace_schema_metadata({b"hdrprep.frame": json.dumps(record).encode()})
+    record["candidates"] = n = len(cols.get("source", []))
+    # outside the try: a failed write under --out (disk full) is not a bad frame
+    if stash is not None and stash.data:
+        files.atomic_write_bytes(Path(work) / "pairs" / f"{_frame_id(key)}.bin", stash.data)
+    cols.update(_Stash.columns(stash, n))
+    table = pa.Table.from_pydict(cols, schema=schema.WORK_SCHEMA) if n else schema.WORK_SCHEMA.empty_table()
+    table = table.replace_schema_metadata({schema.FRAME_META: json.dumps(record).encode()})
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf)
-    store.atomic_write_bytes(Path(work) / "candidates" / f"{_frame_id(key)}.parquet", buf.getvalue().to_pybytes())
-    store.pause_point("scored")
+    files.atomic_write_bytes(Path(work) / "candidates" / f"{_frame_id(key)}.parquet", buf.getvalue().to_pybytes())
+    files.pause_point("scored")
     return record
-
-
-def _stage1_keeps(config: Config) -> bool:
-    """True if each candidate's keep decision is its own (no ranking), so stage 1 knows it."""
-    sel = config.select
-    return sel.keep_all or (sel.target_pairs is None and sel.per_frame_cap is None)
-
-
-#: Candidate columns that locate a pair stage 1 encoded; dropped from the store's tables.
-STASH_COLUMNS = ("stash_offset", "stash_ldr", "stash_hdr", "stash_checksum", "stash_clamped")
 
 
 class _Stash:
     """Stage 1's kept pairs, encoded as the store's chunks, so stage 3 writes them without rendering again.
 
     Called by ``pairs.score_frame`` for every candidate it renders; keeps those
-    that selection keeps (decided per candidate, ``_stage1_keeps``). ``data`` is
+    that selection keeps (``selection.decided_per_candidate``). ``data`` is
     the frame's ``_work/pairs/<id>.bin``: each pair's LDR frame then HDR frame.
     """
 
@@ -213,10 +182,9 @@ class _Stash:
         self.rows: dict[int, tuple] = {}
 
     def __call__(self, j: int, ldr: np.ndarray, target: np.ndarray, score: float, saturated: float) -> None:
-        from hdrprep import metric
+        from hdrprep import selection
 
-        if not metric.select(np.array([score]), np.array([saturated]), np.array([self.key]), np.array([j]),
-                             self.config.select)[0]:
+        if not (self.config.select.keep_all or selection.eligible(score, saturated, self.config.select)):
             return
         hdr, clamped = store.to_half(target)
         frames = store.encode_pair(ldr, hdr, self.config.output.compressor, self.config.output.level)
@@ -226,18 +194,20 @@ class _Stash:
         self.data += frames[0]
         self.data += frames[1]
 
-    def columns(self, n: int) -> dict[str, list]:
-        """The ``STASH_COLUMNS`` of ``n`` candidates (offset -1: not encoded)."""
+    @staticmethod
+    def columns(stash: _Stash | None, n: int) -> dict[str, list]:
+        """The ``schema.STASH_COLUMNS`` of ``n`` candidates (offset -1: not encoded, or no stash)."""
+        rows = stash.rows if stash is not None else {}
         none = (-1, 0, 0, "", 0)
-        return {name: [self.rows.get(j, none)[i] for j in range(n)] for i, name in enumerate(STASH_COLUMNS)}
+        return {name: [rows.get(j, none)[i] for j in range(n)] for i, name in enumerate(schema.STASH_COLUMNS)}
 
 
 def _read_stash(out: Path, row: dict) -> tuple[bytes, bytes] | None:
     """The encoded pair of a kept candidate, or None if stage 1 did not encode it (or its file is gone or short)."""
-    if row.get("stash_offset", -1) < 0:
+    if row["stash_offset"] < 0:
         return None
     try:
-        fd = os.open(out / store.WORK_DIR / "pairs" / f"{_frame_id(row['source'])}.bin", os.O_RDONLY)
+        fd = os.open(out / schema.WORK_DIR / "pairs" / f"{_frame_id(row['source'])}.bin", os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
@@ -250,18 +220,16 @@ def _read_stash(out: Path, row: dict) -> tuple[bytes, bytes] | None:
 
 
 def _read_candidates(work: Path, keys: list[str]):
-    """Concatenate the stage-1 tables in key order; return (table, frame records)."""
+    """Concatenate the stage-1 tables in key order; return (table with ``schema.WORK_SCHEMA``, frame records)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables, records = [], []
+    tables, records = [schema.WORK_SCHEMA.empty_table()], []
     for key in keys:
         t = pq.read_table(work / "candidates" / f"{_frame_id(key)}.parquet")
-        records.append(json.loads(t.schema.metadata[b"hdrprep.frame"]))
-        if t.num_rows:
-            tables.append(t.replace_schema_metadata(None))
-    table = pa.concat_tables(tables, promote_options="default") if tables else None
-    return table, records
+        records.append(json.loads(t.schema.metadata[schema.FRAME_META]))
+        tables.append(schema.conform(t, schema.WORK_SCHEMA))
+    return pa.concat_tables(tables), records
 
 
 # --------------------------------------------------------------------------- stage 3
@@ -305,8 +273,7 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
 
     numcodecs.blosc.set_nthreads(1)  # the shard's chunks are encoded in this thread (store.write_pairs)
     config = Config.from_dict(config_dict)
-    curves = _load_curves(config)
-    param_fields = [f.name for f in dataclasses.fields(camera.CameraParams)]
+    curves = camera.load_curves(config.camera)
     size = config.sampling.patch_size
     ldr = np.empty((len(rows), size, size, 3), np.uint8)
     hdr = np.empty((len(rows), size, size, 3), np.float16)
@@ -322,12 +289,11 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
         if row["source"] != frame_key:
             frame_key = row["source"]
             path = Path(src) / frame_key
-            if _file_sha256(path)[1] != sha256[frame_key]:
+            if files.file_sha256(path)[1] != sha256[frame_key]:
                 raise StoreError(f"{path} changed since it was scored (sha256 differs); its pairs would not "
                                  f"match their scores. Restore the file, or rebuild with --overwrite")
             frame = _read_frame_cached(path, sha256[frame_key], config.ingest, size)
-        params = camera.CameraParams.from_dict({k: row[k] for k in param_fields})
-        ldr[i], target = pairs.render_pair(frame, row["row"], row["col"], size, params, config, curves)
+        ldr[i], target = pairs.render_row(frame, row, config, curves)
         hdr[i], n_over = store.to_half(target)
         clamped.append(n_over)
         checksums.append(store.pair_checksum(ldr[i], hdr[i]))
@@ -343,7 +309,7 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
         store.write_pairs(group, start, ldr, hdr)
     done = dict(shard=shard, start=start, stop=start + len(rows), rows=_rows_digest(rows), checksum=checksums,
                 hdr_clamped=clamped)
-    store.atomic_write_bytes(Path(out) / store.WORK_DIR / "shards" / f"{shard:06d}.json",
+    files.atomic_write_bytes(Path(out) / schema.WORK_DIR / "shards" / f"{shard:06d}.json",
                              json.dumps(done).encode())
     return done
 
@@ -427,11 +393,11 @@ def _prepare_out(src: Path, out: Path, config: Config, overwrite: bool, dry_run:
         return
     if not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; choose a new path")
-    state = out / store.WORK_DIR / BUILD_STATE
+    state = out / schema.WORK_DIR / schema.BUILD_STATE
     is_store = state.is_file() or store.read_attrs(out) is not None
     if not is_store:
         # an empty _work/ alone is what a build killed at its very start leaves
-        if {p.name for p in out.iterdir()} - {store.WORK_DIR}:
+        if {p.name for p in out.iterdir()} - {schema.WORK_DIR}:
             raise ConfigError(f"--out {out} is a non-empty folder that is not an hdrprep store; "
                               f"choose a new or empty folder (nothing was written)")
         return
@@ -457,13 +423,13 @@ def _check_creatable(out: Path) -> None:
 
 def _start_work(out: Path, config: Config) -> Path:
     """Create --out/_work with the build state (first), and remove temporary files of killed writes."""
-    work = out / store.WORK_DIR
+    work = out / schema.WORK_DIR
     try:
         work.mkdir(parents=True, exist_ok=True)
-        if not (work / BUILD_STATE).is_file():
-            state = dict(format_version=store.FORMAT_VERSION, config_hash=_config_hash(config),
+        if not (work / schema.BUILD_STATE).is_file():
+            state = dict(format_version=schema.FORMAT_VERSION, config_hash=_config_hash(config),
                          config=config.to_dict())
-            store.atomic_write_bytes(work / BUILD_STATE, json.dumps(state, indent=1).encode())
+            files.atomic_write_bytes(work / schema.BUILD_STATE, json.dumps(state, indent=1).encode())
         for sub in ("candidates", "pairs", "shards"):
             (work / sub).mkdir(exist_ok=True)
     except OSError as exc:
@@ -570,7 +536,7 @@ def _run(src: Path, out: Path, work: Path, config: Config, keys, bad_entries, wo
 
         # stage 2: select
         kept = _select(candidates, config)
-        n = 0 if kept is None else kept.num_rows
+        n = kept.num_rows
         per = config.output.pairs_per_shard
         _, created = store.create_arrays(out, n, config.sampling.patch_size, per, config.output.compressor,
                                          config.output.level)
@@ -606,17 +572,12 @@ def _select(candidates, config: Config):
     """The kept candidates, in (source, candidate) order, with ``pair`` and ``shard`` columns."""
     import pyarrow as pa
 
-    from hdrprep import metric
+    from hdrprep import selection
 
-    if candidates is None:
-        return None
-    keep = metric.select(candidates["score"].to_numpy(), candidates["saturated_fraction"].to_numpy(),
-                         candidates["source"].to_numpy(zero_copy_only=False),
-                         candidates["candidate"].to_numpy(), config.select)
+    keep = selection.select(candidates["score"].to_numpy(), candidates["saturated_fraction"].to_numpy(),
+                            candidates["source"].to_numpy(zero_copy_only=False),
+                            candidates["candidate"].to_numpy(), config.select, candidates["rendered"].to_numpy())
     kept = candidates.filter(pa.array(keep))
-    if not config.select.keep_all and not all(kept["rendered"].to_pylist()):
-        # only possible if select and pairs.score_frame disagree on the prescreen bar
-        raise AssertionError("a kept candidate was scored on the prescreen only; report this as a bug")
     pair = np.arange(kept.num_rows, dtype=np.int64)
     return kept.add_column(0, "pair", pa.array(pair)).append_column(
         "shard", pa.array(pair // config.output.pairs_per_shard))
@@ -628,31 +589,23 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
     import pyarrow.parquet as pq
     import zarr
 
-    n = 0 if kept is None else kept.num_rows
+    n = kept.num_rows
     checksum = [None] * n
     clamped = [0] * n
     for rec in done.values():
         checksum[rec["start"]:rec["stop"]] = rec["checksum"]
         clamped[rec["start"]:rec["stop"]] = rec["hdr_clamped"]
-    if candidates is not None and STASH_COLUMNS[0] in candidates.column_names:
-        candidates = candidates.drop_columns(list(STASH_COLUMNS))
-        kept = kept.drop_columns(list(STASH_COLUMNS))
-    if n:
-        index = kept.append_column("checksum", pa.array(checksum, pa.string())).append_column(
-            "hdr_clamped", pa.array(clamped, pa.int64()))
-        kept_mask = np.zeros(candidates.num_rows, bool)
-        kept_keys = set(zip(kept["source"].to_pylist(), kept["candidate"].to_pylist()))
-        kept_mask[[i for i, k in enumerate(zip(candidates["source"].to_pylist(),
-                                               candidates["candidate"].to_pylist())) if k in kept_keys]] = True
-        cand = candidates.append_column("kept", pa.array(kept_mask))
-    else:
-        index = pa.table({"pair": pa.array([], pa.int64())})
-        cand = candidates if candidates is not None else pa.table({})
-    for name, table in ((store.CANDIDATES_NAME, cand), (store.INDEX_NAME, index)):
+    index = schema.conform(kept.append_column("checksum", pa.array(checksum, pa.string())).append_column(
+        "hdr_clamped", pa.array(clamped, pa.int64())), schema.INDEX_SCHEMA)
+    kept_keys = set(zip(kept["source"].to_pylist(), kept["candidate"].to_pylist()))
+    kept_mask = [k in kept_keys for k in zip(candidates["source"].to_pylist(), candidates["candidate"].to_pylist())]
+    cand = schema.conform(candidates.append_column("kept", pa.array(kept_mask, pa.bool_())),
+                          schema.CANDIDATES_SCHEMA)
+    for name, table in ((schema.CANDIDATES_NAME, cand), (schema.INDEX_NAME, index)):
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf)
-        store.atomic_write_bytes(out / name, buf.getvalue().to_pybytes())
-    store.pause_point("before-complete")
+        files.atomic_write_bytes(out / name, buf.getvalue().to_pybytes())
+    files.pause_point("before-complete")
 
     skipped = [r for r in records if r["status"] != "ok"] + bad_entries
     reasons: dict[str, int] = {}
@@ -660,17 +613,17 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
     counts = dict(frames=len(keys) + len(bad_entries), frames_read=sum(r["status"] == "ok" for r in records),
                   frames_skipped=len(skipped), skipped_reasons=reasons,
-                  candidates=0 if candidates is None else candidates.num_rows, kept=n,
+                  candidates=candidates.num_rows, kept=n,
                   hdr_clamped_values=int(sum(clamped)))
     from hdrprep import camera
 
-    attrs = dict(format_version=store.FORMAT_VERSION, complete=True, package_version=__version__,
+    attrs = dict(format_version=schema.FORMAT_VERSION, complete=True, package_version=__version__,
                  camera_version=camera.RENDER_VERSION, seed=config.seed, config=config.to_dict(),
                  sources=records + bad_entries, counts=counts)
     group = zarr.open_group(str(out), mode="r+")
-    group.attrs[store.ATTR] = attrs
+    group.attrs[schema.ATTR] = attrs
     # the pairs stage 1 encoded are in the shards now: free their space (as much again as the arrays)
-    shutil.rmtree(out / store.WORK_DIR / "pairs", ignore_errors=True)
+    shutil.rmtree(out / schema.WORK_DIR / "pairs", ignore_errors=True)
 
     stored = sum(f.stat().st_size for d in ("ldr", "hdr") for f in (out / d).rglob("*") if f.is_file())
     raw = n * config.sampling.patch_size ** 2 * 3 * (1 + 2)
@@ -682,5 +635,5 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
                              per_pair=stored / n if n else None),
                   throughput=dict(candidates_per_s=counts["candidates"] / timings["score_s"] if scored else None,
                                   pairs_per_s=n / timings["write_s"] if written else None))
-    store.atomic_write_bytes(out / store.REPORT_NAME, json.dumps(report, indent=1).encode())
+    files.atomic_write_bytes(out / schema.REPORT_NAME, json.dumps(report, indent=1).encode())
     return report

@@ -68,6 +68,7 @@ from hdrprep.errors import ConfigError
 __all__ = [
     "CameraParams",
     "CurveTable",
+    "load_curves",
     "sample_params",
     "exposure_for",
     "apply_curve",
@@ -316,6 +317,11 @@ class CurveTable:
         irr, bri = self._irr[index], self._bri[index]
         j = np.clip(np.searchsorted(bri, y, side="left"), 1, len(bri) - 1)  # bri[j-1] < y <= bri[j]
         return irr[j - 1] + (y - bri[j - 1]) * ((irr[j] - irr[j - 1]) / (bri[j] - bri[j - 1]))
+
+
+def load_curves(cfg: CameraConfig) -> CurveTable | None:
+    """The tabulated curves ``cfg.table_path`` when ``cfg.curve == 'table'``, else None."""
+    return CurveTable.load(cfg.table_path) if cfg.curve == "table" else None
 
 
 def sample_params(rng: np.random.Generator, cfg: CameraConfig, *,

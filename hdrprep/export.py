@@ -44,8 +44,6 @@ with ``complete: true`` at the end.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -53,10 +51,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hdrprep import store
+from hdrprep import files, store
 from hdrprep.errors import ConfigError, StoreError
 
-__all__ = ["FORMATS", "LDR_FORMATS", "MARKER", "export", "pair_names", "source_path", "write_bin", "read_bin",
+__all__ = ["FORMATS", "LDR_FORMATS", "MARKER", "export", "pair_names", "write_bin", "read_bin",
            "render_pair_from_index"]
 
 FORMATS = ("eilertsen", "exr-png")
@@ -93,7 +91,7 @@ def write_bin(path: str | Path, hdr: np.ndarray, n: float | None, sigma: float |
     """
     h, w, c = hdr.shape
     head = np.array([h, w, c, np.nan if n is None else n, np.nan if sigma is None else sigma], "<f4")
-    store.atomic_write_bytes(path, head.tobytes() + np.ascontiguousarray(hdr, "<f4").tobytes())
+    files.atomic_write_bytes(path, head.tobytes() + np.ascontiguousarray(hdr, "<f4").tobytes())
 
 
 def read_bin(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +133,7 @@ def _write_pair(folder: Path, fmt: str, ldr_format: str, name: str, ldr: np.ndar
     else:
         io.write_exr(hdr_dir / f"{name}.exr", hdr, half=True)
         ldr_format = "png"
-    store.atomic_write_bytes(ldr_dir / f"{name}.{ldr_format}", _encode(ldr, ldr_format))
+    files.atomic_write_bytes(ldr_dir / f"{name}.{ldr_format}", _encode(ldr, ldr_format))
 
 
 def _prepare(root: Path, out: Path, fmt: str) -> None:
@@ -160,27 +158,6 @@ def _prepare(root: Path, out: Path, fmt: str) -> None:
         for f in (out / sub).glob("im_*"):
             if _OURS.match(f.name):
                 f.unlink()
-
-
-def source_path(src: str | Path, key: str, attrs: dict) -> Path:
-    """The path of frame ``key`` under ``src``, checked against the sha256 the build recorded.
-
-    Raises
-    ------
-    StoreError
-        If the file is missing or its bytes differ from those the store was built from.
-    """
-    path = Path(src) / key
-    if not path.is_file():
-        raise StoreError(f"{path}: frame '{key}' of the store is not there; pass the --src the store was built from")
-    record = next((s for s in attrs.get("sources", []) if s["source"] == key), {})
-    if record.get("sha256"):
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        if digest != record["sha256"]:
-            raise StoreError(f"{path}: its bytes differ from the frame the store was built from (sha256 "
-                             f"{record['sha256'][:12]}..., now {digest[:12]}...); pass the original --src")
-    return path
 
 
 def export(root: str | Path, out: str | Path, *, format: str = "eilertsen", ldr_format: str = "jpg",
@@ -213,7 +190,8 @@ def export(root: str | Path, out: str | Path, *, format: str = "eilertsen", ldr_
     if ldr_format not in LDR_FORMATS:
         raise ConfigError(f"--ldr-format {ldr_format!r}: choose one of {', '.join(LDR_FORMATS)}")
     root, out = Path(root), Path(out)
-    group, index, attrs = store.open_store(root)
+    st = store.open_store(root)
+    group, index, attrs = st.group, st.index, st.attrs
     _prepare(root, out, format)
     sources = [s["source"] for s in attrs.get("sources", [])]
     n = index.num_rows
@@ -222,7 +200,7 @@ def export(root: str | Path, out: str | Path, *, format: str = "eilertsen", ldr_
                   pairs=n, names=names, sources=sources, complete=False)
     for sub in _LAYOUT[format]:
         (out / sub).mkdir(parents=True, exist_ok=True)
-    store.atomic_write_bytes(out / MARKER, json.dumps(marker, indent=1).encode())
+    files.atomic_write_bytes(out / MARKER, json.dumps(marker, indent=1).encode())
 
     from tqdm.auto import tqdm
 
@@ -236,7 +214,7 @@ def export(root: str | Path, out: str | Path, *, format: str = "eilertsen", ldr_
                 _write_pair(out, format, ldr_format, names[k], ldr[i], hdr[i], rows[k])
             bar.update(len(ldr))
     marker["complete"] = True
-    store.atomic_write_bytes(out / MARKER, json.dumps(marker, indent=1).encode())
+    files.atomic_write_bytes(out / MARKER, json.dumps(marker, indent=1).encode())
     return marker
 
 
@@ -274,26 +252,21 @@ def render_pair_from_index(root: str | Path, src: str | Path, k: int,
         If the frame is missing or its bytes differ from those the store was built from.
     """
     from hdrprep import camera, io, pairs
-    from hdrprep.config import Config
 
-    group, index, attrs = store.open_store(root)
+    st = store.open_store(root)
+    attrs = st.attrs
     if attrs.get("camera_version") != camera.RENDER_VERSION:
         raise StoreError(f"{root} was built by a camera of version {attrs.get('camera_version')!r}; this hdrprep "
                          f"renders version {camera.RENDER_VERSION}, so its pairs cannot be compared. Use the "
                          f"hdrprep version that built the store ({attrs.get('package_version')})")
-    n = index.num_rows
-    if not 0 <= k < n:
-        raise ConfigError(f"--pair {k}: the store {root} has pairs 0..{n - 1}")
-    row = index.slice(k, 1).to_pylist()[0]
-    config = Config.from_dict(attrs["config"])
-    path = source_path(src, row["source"], attrs)
-    size = config.sampling.patch_size
-    frame, _ = io.read_frame(path, ingest=config.ingest, min_size=size)
-    curves = camera.CurveTable.load(config.camera.table_path) if config.camera.curve == "table" else None
-    fields = [f.name for f in dataclasses.fields(camera.CameraParams)]
-    params = camera.CameraParams.from_dict({f: row[f] for f in fields})
-    ldr, target = pairs.render_pair(frame, row["row"], row["col"], size, params, config, curves)
+    if not 0 <= k < st.n_pairs:
+        raise ConfigError(f"--pair {k}: the store {root} has pairs 0..{st.n_pairs - 1}")
+    row = st.index.slice(k, 1).to_pylist()[0]
+    config = st.build_config()
+    frame = st.source_frame(src, row["source"])
+    ldr, target = pairs.render_row(frame, row, config, camera.load_curves(config.camera))
     hdr, _ = store.to_half(target)
+    group = st.group
     equal = (np.array_equal(ldr, group["ldr"][k])
              and np.array_equal(hdr.view(np.uint16), group["hdr"][k].view(np.uint16))
              and store.pair_checksum(ldr, hdr) == row["checksum"])
@@ -301,5 +274,5 @@ def render_pair_from_index(root: str | Path, src: str | Path, k: int,
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         io.write_exr(out_dir / f"pair_{k:06d}.exr", hdr, half=True)
-        store.atomic_write_bytes(out_dir / f"pair_{k:06d}.png", _encode(ldr, "png"))
+        files.atomic_write_bytes(out_dir / f"pair_{k:06d}.png", _encode(ldr, "png"))
     return ldr, hdr, bool(equal)

@@ -46,7 +46,6 @@ import errno
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +55,7 @@ import OpenEXR
 
 from hdrprep.config import IngestConfig
 from hdrprep.errors import BadFrameError
+from hdrprep.files import atomic_write
 
 __all__ = [
     "HDR_SUFFIXES",
@@ -649,20 +649,6 @@ def _check_rgb(rgb) -> np.ndarray:
     return rgb
 
 
-def _replace_atomically(path: str, write) -> None:
-    """Call ``write(tmp)`` for a temporary name beside ``path``, then rename it to ``path``."""
-    folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=Path(name).suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_exr(path, rgb, *, half: bool = True, compression: str = "zip") -> None:
     """Write linear RGB as a single-part scanline OpenEXR file (R, G, B channels).
 
@@ -691,7 +677,7 @@ def write_exr(path, rgb, *, half: bool = True, compression: str = "zip") -> None
     # The bindings write non-contiguous arrays with scrambled pixels: copy each plane.
     channels = {c: np.ascontiguousarray(rgb[..., i], dtype=dtype) for i, c in enumerate("RGB")}
     header = {"compression": _COMPRESSIONS[compression], "type": OpenEXR.scanlineimage}
-    _replace_atomically(str(path), lambda tmp: OpenEXR.File(header, channels).write(tmp))
+    atomic_write(path, lambda tmp: OpenEXR.File(header, channels).write(str(tmp)))
 
 
 def write_hdr(path, rgb) -> None:
@@ -709,8 +695,8 @@ def write_hdr(path, rgb) -> None:
         raise ValueError(f"Radiance files must end in .hdr, got {path}")
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.float32), cv2.COLOR_RGB2BGR)
 
-    def write(tmp: str) -> None:
-        if not cv2.imwrite(tmp, bgr):
+    def write(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), bgr):
             raise OSError(f"OpenCV could not write {path}")
 
-    _replace_atomically(str(path), write)
+    atomic_write(path, write)

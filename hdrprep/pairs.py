@@ -26,14 +26,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hdrprep import camera
+from hdrprep import camera, schema, selection
 from hdrprep.config import Config
 
-__all__ = ["frame_seed", "sample_windows", "render_pair", "PairScorer", "score_frame", "CANDIDATE_COLUMNS"]
-
-#: Columns of a candidate table besides the camera parameters.
-CANDIDATE_COLUMNS = ("source", "candidate", "row", "col", "size", "score", "saturated_fraction", "rendered",
-                     "seed")
+__all__ = ["frame_seed", "sample_windows", "render_pair", "render_row", "PairScorer", "score_frame"]
 
 
 def frame_seed(seed: int, key: str) -> np.random.SeedSequence:
@@ -110,6 +106,29 @@ def render_pair(frame: np.ndarray, row: int, col: int, size: int, params: camera
     """
     window = frame[row:row + size, col:col + size]
     return camera.render(window, params, config.camera, curves)
+
+
+def render_row(frame: np.ndarray, row: dict, config: Config,
+               curves: camera.CurveTable | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render the pair an index or candidate row describes (its window and every camera parameter).
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        float32 (H, W, 3), the row's source frame as :func:`hdrprep.io.read_frame` gives it.
+    row : dict
+        A row of ``index.parquet`` or ``candidates.parquet`` (``row``, ``col``, ``size`` and
+        ``schema.CAMERA_COLUMNS``).
+    config : Config
+        The store's resolved configuration (the camera's on/off switches).
+
+    Returns
+    -------
+    ldr, hdr : numpy.ndarray
+        As :func:`render_pair`: uint8 and float32 (size, size, 3).
+    """
+    params = camera.CameraParams.from_dict({k: row[k] for k in schema.CAMERA_COLUMNS})
+    return render_pair(frame, int(row["row"]), int(row["col"]), int(row["size"]), params, config, curves)
 
 
 class PairScorer:
@@ -190,19 +209,15 @@ def score_frame(frame: np.ndarray, key: str, config: Config, curves: camera.Curv
     Returns
     -------
     dict of str to list
-        Candidate table columns (``CANDIDATE_COLUMNS`` plus every camera parameter),
+        Candidate table columns (``schema.CANDIDATE_COLUMNS`` then ``schema.CAMERA_COLUMNS``),
         one entry per candidate, in candidate order.
     """
     size = config.sampling.patch_size
     frame_q, windows, params = sample_windows(frame.shape[:2], key, config, curves)
     params = expose(frame, windows, params, frame_q, config)
-    margin = config.metric.prescreen_margin
-    if margin is not None and config.select.target_pairs is None and not config.select.keep_all:
-        bar = config.select.threshold - margin
-    else:
-        bar = None
+    bar = selection.prescreen_bar(config.select, config.metric)
     scorer = PairScorer(frame, config)
-    cols: dict[str, list] = {c: [] for c in CANDIDATE_COLUMNS}
+    cols: dict[str, list] = {c: [] for c in schema.CANDIDATE_COLUMNS + schema.CAMERA_COLUMNS}
     for j, ((r, c), p) in enumerate(zip(windows, params)):
         r, c = int(r), int(c)
         rendered = True
@@ -216,8 +231,6 @@ def score_frame(frame: np.ndarray, key: str, config: Config, curves: camera.Curv
                 on_pair(j, ldr, target, score, sat)
         row = dict(source=key, candidate=j, row=r, col=c, size=size, score=float(score),
                    saturated_fraction=float(sat), rendered=rendered, seed=config.seed)
-        for name in CANDIDATE_COLUMNS:
-            cols[name].append(row[name])
-        for name, value in p.to_dict().items():
-            cols.setdefault(name, []).append(value)
+        for name, value in (*row.items(), *p.to_dict().items()):
+            cols[name].append(value)
     return cols

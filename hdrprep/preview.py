@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hdrprep import camera, store
+from hdrprep import camera, files, store
 from hdrprep.errors import ConfigError, HdrprepError
 
 __all__ = ["mu_law", "contact_sheet", "candidates_sheet", "plots", "match_sources"]
@@ -54,7 +54,7 @@ def _write_png(out: str | Path, rgb: np.ndarray) -> Path:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode {out} as PNG")
-    store.atomic_write_bytes(out, buf.tobytes())
+    files.atomic_write_bytes(out, buf.tobytes())
     return out
 
 
@@ -109,14 +109,15 @@ def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str =
     pathlib.Path
         ``out``.
     """
-    group, index, attrs = store.open_store(root)
+    st = store.open_store(root)
+    group, index = st.group, st.index
     if sort not in ("score", "random"):
         raise ConfigError(f"--sort {sort!r}: choose 'score' or 'random'")
     if n < 1 or thumb < 16:
         raise ConfigError(f"--n {n} / thumb {thumb}: show at least one pair, thumbnails of >= 16 pixels")
     if index.num_rows == 0:
         raise HdrprepError(f"{root}: the store has no pairs to show")
-    alpha = attrs["config"]["camera"]["mask_alpha"]
+    alpha = st.config["camera"]["mask_alpha"]
     scores = index["score"].to_numpy()
     sat = index["saturated_fraction"].to_numpy()
     sources = index["source"].to_pylist()
@@ -186,18 +187,12 @@ def candidates_sheet(root: str | Path, src: str | Path, frame: str, out: str | P
     pathlib.Path
         ``out``.
     """
-    import dataclasses
-
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from hdrprep import io as hio
     from hdrprep import pairs
-    from hdrprep.config import Config
-    from hdrprep.export import source_path
 
-    _, _, attrs = store.open_store(root)
-    table = pq.read_table(Path(root) / store.CANDIDATES_NAME)
+    st = store.open_store(root)
+    table = st.candidates()
     if table.num_rows == 0:
         raise HdrprepError(f"{root}: the store has no scored candidates")
     keys = match_sources(table["source"].to_pylist(), frame)
@@ -205,11 +200,10 @@ def candidates_sheet(root: str | Path, src: str | Path, frame: str, out: str | P
         raise ConfigError(f"--candidates {frame!r} names {len(keys)} frames ({', '.join(keys[:5])}); name one")
     key = keys[0]
     rows = table.filter(pc.equal(table["source"], key)).to_pylist()
-    config = Config.from_dict(attrs["config"])
+    config = st.build_config()
     size = config.sampling.patch_size
-    image, _ = hio.read_frame(source_path(src, key, attrs), ingest=config.ingest, min_size=size)
-    curves = camera.CurveTable.load(config.camera.table_path) if config.camera.curve == "table" else None
-    fields = [f.name for f in dataclasses.fields(camera.CameraParams)]
+    image = st.source_frame(src, key)
+    curves = camera.load_curves(config.camera)
 
     # the frame, scaled to at most `width` pixels, windows drawn discarded first so kept ones stay on top
     exposure = float(np.median([r["exposure"] for r in rows]))
@@ -235,8 +229,7 @@ def candidates_sheet(root: str | Path, src: str | Path, frame: str, out: str | P
         panel = np.full((24 + nrows * tile_h, cols * tile_w, 3), 24, np.uint8)
         _put(panel, title, 4, 16, _KEPT if kept else _DISCARDED, 0.5)
         for k, r in enumerate(picks):
-            params = camera.CameraParams.from_dict({f: r[f] for f in fields})
-            ldr, _ = pairs.render_pair(image, r["row"], r["col"], size, params, config, curves)
+            ldr, _ = pairs.render_row(image, r, config, curves)
             y, x = 24 + (k // cols) * tile_h, (k % cols) * tile_w
             img = cv2.resize(ldr, (thumb, thumb), interpolation=cv2.INTER_AREA)
             cv2.rectangle(img, (0, 0), (thumb - 1, thumb - 1), _KEPT if kept else _DISCARDED, 2)
@@ -272,7 +265,7 @@ def _figure(width: float, height: float):
 def _save(fig, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    store.atomic_write_bytes(path, buf.getvalue())
+    files.atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -293,13 +286,11 @@ def plots(root: str | Path, out_dir: str | Path, *, max_curves: int = 200, seed:
     list of pathlib.Path
         The three files.
     """
-    import pyarrow.parquet as pq
-
-    _, index, attrs = store.open_store(root)
-    cand = pq.read_table(Path(root) / store.CANDIDATES_NAME)
+    st = store.open_store(root)
+    index, cand = st.index, st.candidates()
     if cand.num_rows == 0:
         raise HdrprepError(f"{root}: the store has no scored candidates to plot")
-    config = attrs["config"]
+    config = st.config
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kept = cand["kept"].to_numpy(zero_copy_only=False)

@@ -1,23 +1,12 @@
-"""The on-disk format of an hdrprep store (format version 1).
+"""Opening, writing and reading an hdrprep store (the format itself is in :mod:`hdrprep.schema`).
 
-A store is a Zarr v3 group folder, readable with plain ``zarr`` and ``pyarrow``::
-
-    shards.zarr/
-      zarr.json              group metadata; attribute "hdrprep" (provenance, see below)
-      ldr/                   uint8  (N, P, P, 3) RGB, one chunk per pair, S pairs per shard
-      hdr/                   float16 (N, P, P, 3) linear RGB, camera scale (1.0 = LDR clip point)
-      index.parquet          row i describes pair i (INDEX_COLUMNS, plus every camera parameter)
-      candidates.parquet     every scored candidate, kept or not
-      report.json            human-facing build report (timings; not part of the identity)
-      _work/                 per-task outputs that make a build resumable
-
-The group attribute ``hdrprep`` holds ``format_version``, ``complete`` (True only
-once the index is in place), the resolved ``config``, ``package_version``,
-``seed``, ``sources`` (path, bytes, sha256, status per frame) and ``counts``.
-
-This module owns the layout: array creation, whole-shard writes and reads. It
-never does a partial-shard write (two writers in one shard lose data, and a
-partial write is a read-modify-write of the whole shard).
+Readers go through :func:`open_store` (a finished store of a readable format
+version, its index conformed to ``INDEX_SCHEMA``) and add only their own checks.
+Writers create the arrays with :func:`create_arrays` and fill them a whole shard
+at a time (:func:`write_pairs`, :func:`write_encoded_pairs`): never a partial-shard
+write, since two writers in one shard lose data and a partial write is a
+read-modify-write of the whole shard. The byte layout of a shard file, written
+and read directly for speed, is in the private :mod:`hdrprep._shard_io`.
 """
 
 from __future__ import annotations
@@ -25,45 +14,34 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from hdrprep import _shard_io
+from hdrprep import _shard_io, schema
 from hdrprep.errors import StoreError
+from hdrprep.files import pause_point
 
 __all__ = [
-    "FORMAT_VERSION",
-    "ATTR",
-    "INDEX_NAME",
-    "CANDIDATES_NAME",
-    "REPORT_NAME",
-    "WORK_DIR",
     "HALF_MAX",
-    "create_arrays",
-    "open_store",
     "PairReader",
-    "write_pairs",
-    "encode_pair",
+    "Store",
+    "check_attrs",
+    "create_arrays",
     "decode_pair",
-    "write_encoded_pairs",
+    "encode_pair",
+    "open_store",
     "pair_checksum",
-    "to_half",
-    "atomic_write_bytes",
     "read_attrs",
-    "pause_point",
-    "PAUSE_ENV",
+    "read_table",
+    "to_half",
+    "write_encoded_pairs",
+    "write_pairs",
 ]
 
-FORMAT_VERSION = 1
-ATTR = "hdrprep"
-INDEX_NAME = "index.parquet"
-CANDIDATES_NAME = "candidates.parquet"
-REPORT_NAME = "report.json"
-WORK_DIR = "_work"
 HALF_MAX = 65504.0
-PAUSE_ENV = "HDRPREP_PAUSE_AT"
 BLOSC_BLOCK = 1 << 18
 
 
@@ -101,7 +79,7 @@ def create_arrays(root: str | Path, n_pairs: int, patch_size: int, pairs_per_sha
     import zarr
 
     group = zarr.open_group(str(root), mode="a", zarr_format=3)
-    group.attrs[ATTR] = dict(format_version=FORMAT_VERSION, complete=False)
+    group.attrs[schema.ATTR] = dict(format_version=schema.FORMAT_VERSION, complete=False)
     shape = (n_pairs, patch_size, patch_size, 3)
     created = False
     for name, dtype in (("ldr", np.uint8), ("hdr", np.float16)):
@@ -324,84 +302,177 @@ def pair_checksum(ldr: np.ndarray, hdr: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path``, fsync, then rename into place.
-
-    On failure (e.g. no space left) the temporary file is removed and the error re-raised.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        pause_point(f"before-rename:{path.name}")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def pause_point(name: str) -> None:
-    """Test hook for the kill drills: stop here, forever, if ``$HDRPREP_PAUSE_AT`` is ``name``.
-
-    The process prints ``hdrprep: paused at NAME`` to stderr and sleeps, so that a
-    test can SIGKILL the build at a known point. Named points: ``scored`` (a
-    frame's candidate table is in place), ``shard-array-written`` (a shard's LDR
-    file is written, its HDR file not yet), ``before-rename:FILE`` (the temporary
-    file of FILE, e.g. ``index.parquet``, is written but not yet renamed),
-    ``before-complete`` (index written, store not yet marked complete).
-    """
-    if os.environ.get(PAUSE_ENV) != name:
-        return
-    import sys
-    import time
-
-    print(f"hdrprep: paused at {name}", file=sys.stderr, flush=True)
-    while True:
-        time.sleep(60)
-
-
 def read_attrs(root: str | Path) -> dict | None:
     """The ``hdrprep`` attribute of a store's group, or None if it has none."""
     meta = Path(root) / "zarr.json"
     if not meta.is_file():
         return None
     try:
-        return json.loads(meta.read_text()).get("attributes", {}).get(ATTR)
+        return json.loads(meta.read_text()).get("attributes", {}).get(schema.ATTR)
     except (OSError, ValueError):
         return None
 
 
-def open_store(root: str | Path):
-    """Open a finished store read-only.
+def check_attrs(root: str | Path) -> dict:
+    """The provenance of a finished store of a readable format version.
 
     Returns
     -------
-    (zarr.Group, pyarrow.Table, dict)
-        The group, the index table and the ``hdrprep`` attribute.
+    dict
+        The group attribute ``hdrprep`` (keys ``schema.ATTR_KEYS``).
 
     Raises
     ------
     StoreError
-        If the folder is not a complete hdrprep store of a known format version.
+        If the folder is not an hdrprep store, holds an unfinished build, or has a
+        format version this hdrprep does not read; the message says what to do.
     """
-    import pyarrow.parquet as pq
-    import zarr
-
     root = Path(root)
     attrs = read_attrs(root)
     if attrs is None:
-        if (root / WORK_DIR).is_dir():  # a first build stopped before it created the arrays
+        if (root / schema.WORK_DIR).is_dir():  # a first build stopped before it created the arrays
             raise StoreError(f"{root}: the build did not finish (it stopped before writing pairs); rerun the "
                              f"same `hdrprep build` to resume")
-        raise StoreError(f"{root}: not an hdrprep store (no zarr.json with an '{ATTR}' attribute)")
-    if attrs.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{root}: not an hdrprep store (no zarr.json with an '{schema.ATTR}' attribute); give "
+                         f"the folder that `hdrprep build --out` wrote")
+    if attrs.get("format_version") != schema.FORMAT_VERSION:
         raise StoreError(f"{root}: format version {attrs.get('format_version')!r}, this hdrprep reads "
-                         f"{FORMAT_VERSION}; rebuild the store or use a matching hdrprep version")
-    if not attrs.get("complete") or not (root / INDEX_NAME).is_file():
+                         f"{schema.FORMAT_VERSION}; rebuild the store or use a matching hdrprep version")
+    if not attrs.get("complete"):
+        raise StoreError(f"{root}: the build did not finish (the store is not marked complete); rerun the same "
+                         f"`hdrprep build` to resume")
+    return attrs
+
+
+def read_table(root: str | Path, name: str, table_schema, columns: list[str] | None = None):
+    """A store's Parquet table (``schema.INDEX_NAME`` or ``CANDIDATES_NAME``), conformed to ``table_schema``.
+
+    Parameters
+    ----------
+    columns : list of str, optional
+        Read only these columns (all by default).
+
+    Raises
+    ------
+    StoreError
+        The file is missing, cannot be read, or lacks columns; the message names it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(root) / name
+    if not path.is_file():
+        raise StoreError(f"{path}: missing; rerun the same `hdrprep build` to rewrite it")
+    if columns is not None:
+        table_schema = pa.schema([table_schema.field(c) for c in columns])
+    try:
+        table = pq.read_table(path, columns=[c for c in table_schema.names
+                                             if c in pq.read_schema(path).names])
+    except Exception as exc:  # a damaged Parquet file raises several pyarrow types
+        raise StoreError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); rerun the same `hdrprep build` "
+                         f"to rewrite it") from exc
+    try:
+        return schema.conform(table, table_schema)
+    except ValueError as exc:
+        raise StoreError(f"{path}: {exc}; rerun the same `hdrprep build` to rewrite it") from exc
+
+
+@dataclass(frozen=True)
+class Store:
+    """A finished store, opened read-only by :func:`open_store`.
+
+    Attributes
+    ----------
+    path : Path
+        The store folder.
+    group : zarr.Group
+        With arrays ``ldr`` uint8 and ``hdr`` float16, both (n_pairs, P, P, 3).
+    index : pyarrow.Table
+        ``schema.INDEX_SCHEMA``, row i describing pair i.
+    attrs : dict
+        The provenance (group attribute ``hdrprep``).
+    """
+
+    path: Path
+    group: Any
+    index: Any
+    attrs: dict
+
+    @property
+    def config(self) -> dict:
+        """The resolved build configuration, as a nested dict."""
+        return self.attrs.get("config") or {}
+
+    @property
+    def n_pairs(self) -> int:
+        return self.index.num_rows
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.group["ldr"].shape[1])
+
+    def candidates(self, columns: list[str] | None = None):
+        """``candidates.parquet`` (``schema.CANDIDATES_SCHEMA``), optionally only some columns."""
+        return read_table(self.path, schema.CANDIDATES_NAME, schema.CANDIDATES_SCHEMA, columns)
+
+    def build_config(self):
+        """The resolved :class:`hdrprep.config.Config` the store was built with."""
+        from hdrprep.config import Config
+
+        return Config.from_dict(self.config)
+
+    def source_frame(self, src: str | Path, key: str) -> np.ndarray:
+        """Frame ``key`` under ``src``, read as the build read it: float32 (H, W, 3) linear RGB.
+
+        Raises
+        ------
+        StoreError
+            If the file is missing or its bytes differ from those the store was built from
+            (the sha256 in ``sources``), so no pair is re-rendered from other pixels.
+        """
+        from hdrprep import io
+        from hdrprep.files import file_sha256
+
+        path = Path(src) / key
+        if not path.is_file():
+            raise StoreError(f"{path}: frame '{key}' of the store is not there; pass the --src the store was "
+                             f"built from")
+        record = next((s for s in self.attrs.get("sources", []) if s["source"] == key), {})
+        if record.get("sha256"):
+            digest = file_sha256(path)[1]
+            if digest != record["sha256"]:
+                raise StoreError(f"{path}: its bytes differ from the frame the store was built from (sha256 "
+                                 f"{record['sha256'][:12]}..., now {digest[:12]}...); pass the original --src")
+        config = self.build_config()
+        return io.read_frame(path, ingest=config.ingest, min_size=config.sampling.patch_size)[0]
+
+
+def open_store(root: str | Path) -> Store:
+    """Open a finished store read-only: provenance, index and arrays, checked to agree.
+
+    Raises
+    ------
+    StoreError
+        If the folder is not a complete hdrprep store of a known format version, or
+        its index and arrays disagree (``hdrprep verify`` says more).
+    """
+    import zarr
+
+    root = Path(root)
+    attrs = check_attrs(root)
+    if not (root / schema.INDEX_NAME).is_file():
         raise StoreError(f"{root}: the build did not finish (no index); rerun the same `hdrprep build` to resume")
+    index = read_table(root, schema.INDEX_NAME, schema.INDEX_SCHEMA)
     group = zarr.open_group(str(root), mode="r")
-    index = pq.read_table(root / INDEX_NAME)
-    return group, index, attrs
+    try:
+        ldr, hdr = group["ldr"], group["hdr"]
+    except KeyError as exc:
+        raise StoreError(f"{root}: the arrays ldr/ and hdr/ are missing; rebuild with --overwrite") from exc
+    n = index.num_rows
+    if ldr.shape != hdr.shape or ldr.shape[0] != n or ldr.shape[2:] != (ldr.shape[1], 3):
+        raise StoreError(f"{root}: ldr {ldr.shape}, hdr {hdr.shape} and the index ({n} rows) disagree; the store "
+                         f"is damaged: run `hdrprep verify {root}`, then rerun the build or rebuild it")
+    if not np.array_equal(index["pair"].to_numpy(), np.arange(n)):
+        raise StoreError(f"{root}: index column 'pair' is not 0..{n - 1} in order; the store is damaged: run "
+                         f"`hdrprep verify {root}`")
+    return Store(root, group, index, attrs)

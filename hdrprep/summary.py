@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hdrprep import store
+from hdrprep import schema, store
 
 __all__ = ["summarize", "format_summary", "QUANTILES"]
 
@@ -48,38 +48,33 @@ def summarize(root: str | Path) -> dict:
         JSON-serialisable (no NaN): ``store``, ``format_version``, ``package_version``,
         ``seed``, ``pairs``, ``patch_size``, ``pairs_per_shard``, ``shards``,
         ``threshold``, ``counts`` (the build's), ``rendered`` (candidates scored on
-        their final LDR; the others have the prescore, None for stores without the
-        column), ``sources`` (one entry per frame:
+        their final LDR; the others have the prescore; None for stores written before
+        the prescreen), ``sources`` (one entry per frame:
         ``source``, ``status``, ``reason``, ``candidates``, ``pairs``),
         ``score`` and ``saturated_fraction`` (each ``{"pairs": dist, "candidates": dist}``),
         ``camera`` (``curves``: pairs per curve family; ``params``: a dist per
         numeric parameter over the pairs), ``hdr_clamped`` and ``bytes``. A dist is
         ``{"count", "mean", "quantiles": {"0": min, ..., "1": max}}`` or None.
     """
-    import pyarrow.parquet as pq
-
     root = Path(root)
-    group, index, attrs = store.open_store(root)
-    config = attrs["config"]
-    cand_path = root / store.CANDIDATES_NAME
-    cand = pq.read_table(cand_path) if cand_path.is_file() else None
+    st = store.open_store(root)
+    index, attrs, config = st.index, st.attrs, st.config
+    cand_path = root / schema.CANDIDATES_NAME
+    cand = st.candidates()
     n = index.num_rows
 
-    def column(table, name):
-        return table[name].to_pylist() if table is not None and name in table.column_names else []
-
-    pair_sources = column(index, "source")
-    cand_sources = column(cand, "source")
+    pair_sources = index["source"].to_pylist()
+    cand_sources = cand["source"].to_pylist()
     sources = []
     for rec in attrs.get("sources", []):
         key = rec["source"]
         sources.append(dict(source=key, status=rec.get("status", "skipped"), reason=rec.get("reason"),
                             candidates=cand_sources.count(key), pairs=pair_sources.count(key)))
     curves: dict[str, int] = {}
-    for c in column(index, "curve"):
+    for c in index["curve"].to_pylist():
         curves[c] = curves.get(c, 0) + 1
-    index_bytes = (root / store.INDEX_NAME).stat().st_size
-    cand_bytes = cand_path.stat().st_size if cand_path.is_file() else 0
+    index_bytes = (root / schema.INDEX_NAME).stat().st_size
+    cand_bytes = cand_path.stat().st_size
     arrays = {name: _dir_bytes(root / name) for name in ("ldr", "hdr")}
     size = config["sampling"]["patch_size"]
     raw = n * size * size * 3 * (1 + 2)  # uint8 LDR + float16 HDR
@@ -96,13 +91,14 @@ def summarize(root: str | Path) -> dict:
         shards=-(-n // per),
         threshold=config["select"]["threshold"],
         counts=attrs.get("counts", {}),
-        rendered=sum(column(cand, "rendered")) if cand is not None and "rendered" in cand.column_names else None,
+        rendered=None if cand["rendered"].null_count else sum(cand["rendered"].to_pylist()),
         sources=sources,
-        score=dict(pairs=_distribution(column(index, "score")), candidates=_distribution(column(cand, "score"))),
-        saturated_fraction=dict(pairs=_distribution(column(index, "saturated_fraction")),
-                                candidates=_distribution(column(cand, "saturated_fraction"))),
-        camera=dict(curves=curves, params={p: _distribution(column(index, p)) for p in _NUMERIC_PARAMS}),
-        hdr_clamped=int(sum(column(index, "hdr_clamped"))),
+        score=dict(pairs=_distribution(index["score"].to_pylist()),
+                   candidates=_distribution(cand["score"].to_pylist())),
+        saturated_fraction=dict(pairs=_distribution(index["saturated_fraction"].to_pylist()),
+                                candidates=_distribution(cand["saturated_fraction"].to_pylist())),
+        camera=dict(curves=curves, params={p: _distribution(index[p].to_pylist()) for p in _NUMERIC_PARAMS}),
+        hdr_clamped=int(sum(index["hdr_clamped"].to_pylist())),
         bytes=dict(ldr=arrays["ldr"], hdr=arrays["hdr"], index=index_bytes, candidates=cand_bytes,
                    arrays_raw=raw, compression=raw / stored if stored else None,
                    per_pair=stored / n if n else None),

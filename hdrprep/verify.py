@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hdrprep import store
+from hdrprep import schema, store
+from hdrprep.errors import StoreError
 
-__all__ = ["Problem", "verify", "REQUIRED_COLUMNS"]
+__all__ = ["Problem", "verify"]
 
-REQUIRED_COLUMNS = ("pair", "shard", "source", "candidate", "row", "col", "size", "checksum")
 _RERUN = "rerun the same `hdrprep build` (same --src, --out and preset)"
 
 
@@ -64,19 +64,10 @@ def verify(root: str | Path, *, checksums: bool = True, progress: bool = False) 
         Empty when the store is sound.
     """
     root = Path(root)
-    attrs = store.read_attrs(root)
-    if attrs is None and (root / store.WORK_DIR).is_dir():
-        return [Problem(str(root), "the build did not finish (it stopped before writing pairs)",
-                        f"{_RERUN} to resume it")]
-    if attrs is None:
-        return [Problem(str(root), f"not an hdrprep store (no zarr.json with an '{store.ATTR}' attribute)",
-                        "give the folder that `hdrprep build --out` wrote")]
-    if attrs.get("format_version") != store.FORMAT_VERSION:
-        return [Problem("zarr.json", f"format version {attrs.get('format_version')!r}, this hdrprep reads "
-                        f"{store.FORMAT_VERSION}", "use a matching hdrprep version or rebuild the store")]
-    if not attrs.get("complete"):
-        return [Problem(str(root), "the build did not finish (the store is not marked complete)",
-                        f"{_RERUN} to resume it")]
+    try:
+        attrs = store.check_attrs(root)
+    except StoreError as exc:
+        return [Problem(str(root), _what(exc), str(exc).partition("; ")[2])]
     config = attrs.get("config") or {}
     try:
         size = int(config["sampling"]["patch_size"])
@@ -95,6 +86,11 @@ def verify(root: str | Path, *, checksums: bool = True, progress: bool = False) 
         _check_pairs(root, arrays, index["checksum"].to_pylist(), per, problems, progress)
     _check_candidates(root, n, problems)
     return problems
+
+
+def _what(exc: StoreError) -> str:
+    """What a store's ``StoreError`` ("PATH: what; fix") says is wrong."""
+    return str(exc).partition(": ")[2].partition("; ")[0]
 
 
 def _check_arrays(root: Path, size: int, per: int, problems: list[Problem]):
@@ -124,29 +120,20 @@ def _check_arrays(root: Path, size: int, per: int, problems: list[Problem]):
 
 
 def _read_index(root: Path, problems: list[Problem]):
-    import pyarrow.parquet as pq
-
-    path = root / store.INDEX_NAME
-    if not path.is_file():
-        problems.append(Problem(store.INDEX_NAME, "missing", f"{_RERUN}: it rewrites the index from _work/"))
+    if not (root / schema.INDEX_NAME).is_file():
+        problems.append(Problem(schema.INDEX_NAME, "missing", f"{_RERUN}: it rewrites the index from _work/"))
         return None
     try:
-        return pq.read_table(path)
-    except Exception as exc:  # a damaged Parquet file raises several pyarrow types
-        problems.append(Problem(store.INDEX_NAME, f"cannot be read ({type(exc).__name__}: {exc})",
-                                f"{_RERUN}: it rewrites the index from _work/"))
+        return store.read_table(root, schema.INDEX_NAME, schema.INDEX_SCHEMA)
+    except StoreError as exc:  # unreadable, or columns missing
+        problems.append(Problem(schema.INDEX_NAME, _what(exc), f"{_RERUN}: it rewrites the index from _work/"))
         return None
 
 
 def _check_index(index, n: int, per: int, problems: list[Problem]) -> bool:
-    """Columns, row count, pair and shard numbering; True if pairs can be checked against it."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in index.column_names]
-    if missing:
-        problems.append(Problem(store.INDEX_NAME, f"columns {', '.join(missing)} are missing",
-                                f"{_RERUN}: it rewrites the index"))
-        return False
+    """Row count, pair and shard numbering; True if pairs can be checked against it."""
     if index.num_rows != n:
-        problems.append(Problem(store.INDEX_NAME, f"{index.num_rows} rows but the arrays hold {n} pairs: "
+        problems.append(Problem(schema.INDEX_NAME, f"{index.num_rows} rows but the arrays hold {n} pairs: "
                                 "the index does not belong to these arrays (stale?)",
                                 f"{_RERUN}: it rewrites the index"))
         return False
@@ -154,16 +141,16 @@ def _check_index(index, n: int, per: int, problems: list[Problem]) -> bool:
     ok = True
     if not np.array_equal(pair, np.arange(n)):
         first = int(np.flatnonzero(pair != np.arange(n))[0])
-        problems.append(Problem(store.INDEX_NAME, f"column 'pair' is not 0..{n - 1} (row {first} holds "
+        problems.append(Problem(schema.INDEX_NAME, f"column 'pair' is not 0..{n - 1} (row {first} holds "
                                 f"{pair[first]})", f"{_RERUN}: it rewrites the index"))
         ok = False
     shard = index["shard"].to_numpy()
     if not np.array_equal(shard, np.arange(n) // per):
         first = int(np.flatnonzero(shard != np.arange(n) // per)[0])
-        problems.append(Problem(store.INDEX_NAME, f"column 'shard' does not match {per} pairs per shard "
+        problems.append(Problem(schema.INDEX_NAME, f"column 'shard' does not match {per} pairs per shard "
                                 f"(row {first} holds {shard[first]})", f"{_RERUN}: it rewrites the index"))
     if index["checksum"].null_count:
-        problems.append(Problem(store.INDEX_NAME, f"{index['checksum'].null_count} pairs have no checksum",
+        problems.append(Problem(schema.INDEX_NAME, f"{index['checksum'].null_count} pairs have no checksum",
                                 f"{_RERUN}: it rewrites the index"))
         ok = False
     return ok
@@ -180,8 +167,8 @@ def _check_pairs(root: Path, arrays, expected: list[str], per: int, problems: li
         stop = min(start + per, n)
         k = start // per
         where = f"shard {k} (pairs {start}-{stop - 1}, files ldr/c/{k}/0/0/0, hdr/c/{k}/0/0/0)"
-        fix = (f"delete {store.WORK_DIR}/shards/{k:06d}.json and {_RERUN} to rewrite this shard "
-               f"(or rebuild with --overwrite if {store.WORK_DIR}/ is gone)")
+        fix = (f"delete {schema.WORK_DIR}/shards/{k:06d}.json and {_RERUN} to rewrite this shard "
+               f"(or rebuild with --overwrite if {schema.WORK_DIR}/ is gone)")
         try:
             block_l, block_h = ldr[start:stop], hdr[start:stop]
         except Exception as exc:  # a damaged shard fails in zarr's decoders with various types
@@ -196,25 +183,22 @@ def _check_pairs(root: Path, arrays, expected: list[str], per: int, problems: li
                                     f"(pairs {shown})", fix))
             bad_total += len(bad)
     if n and bad_total > n // 2:
-        problems.append(Problem(store.INDEX_NAME, f"{bad_total} of {n} pairs do not match the index: the index "
+        problems.append(Problem(schema.INDEX_NAME, f"{bad_total} of {n} pairs do not match the index: the index "
                                 f"may be stale (from another build) rather than the shards damaged",
                                 f"{_RERUN}: it rewrites the index, then verify again"))
 
 
 def _check_candidates(root: Path, n: int | None, problems: list[Problem]) -> None:
-    import pyarrow.parquet as pq
-
-    if not n:  # an empty store's candidate table has no 'kept' column
+    if n is None:
         return
-    path = root / store.CANDIDATES_NAME
+    if not (root / schema.CANDIDATES_NAME).is_file():
+        problems.append(Problem(schema.CANDIDATES_NAME, "missing", f"{_RERUN}: it rewrites it"))
+        return
     try:
-        kept = pq.read_table(path, columns=["kept"])["kept"] if path.is_file() else None
-    except Exception as exc:  # damaged or without a 'kept' column
-        problems.append(Problem(store.CANDIDATES_NAME, f"cannot be read ({type(exc).__name__}: {exc})",
-                                f"{_RERUN}: it rewrites it"))
+        kept = store.read_table(root, schema.CANDIDATES_NAME, schema.CANDIDATES_SCHEMA, ["kept"])["kept"]
+    except StoreError as exc:  # damaged or without a 'kept' column
+        problems.append(Problem(schema.CANDIDATES_NAME, _what(exc), f"{_RERUN}: it rewrites it"))
         return
-    if kept is None:
-        problems.append(Problem(store.CANDIDATES_NAME, "missing", f"{_RERUN}: it rewrites it"))
-    elif kept.to_numpy().sum() != n:
-        problems.append(Problem(store.CANDIDATES_NAME, f"{int(kept.to_numpy().sum())} candidates are marked "
+    if kept.to_numpy().sum() != n:
+        problems.append(Problem(schema.CANDIDATES_NAME, f"{int(kept.to_numpy().sum())} candidates are marked "
                                 f"kept but the arrays hold {n} pairs", f"{_RERUN}: it rewrites it"))

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from hdrprep import build, camera, pairs, store
+from hdrprep import build, camera, pairs, schema, store
 from hdrprep.config import Config, load_preset
 from hdrprep.errors import ConfigError
 
@@ -43,8 +43,8 @@ def _build(frames: Path, out: Path, config: Config = SMOKE, **kw) -> dict:
 def _contents(out: Path) -> dict:
     """Everything that makes up a store's identity: index bytes and array contents."""
     group = zarr.open_group(str(out), mode="r")
-    return dict(index=(out / store.INDEX_NAME).read_bytes(),
-                candidates=(out / store.CANDIDATES_NAME).read_bytes(),
+    return dict(index=(out / schema.INDEX_NAME).read_bytes(),
+                candidates=(out / schema.CANDIDATES_NAME).read_bytes(),
                 ldr=group["ldr"][:], hdr=group["hdr"][:],
                 shards={p.relative_to(out).as_posix(): p.read_bytes()
                         for d in ("ldr", "hdr") for p in sorted((out / d).rglob("*")) if p.is_file()})
@@ -68,7 +68,7 @@ def reference(frames, tmp_path_factory) -> tuple[Path, dict]:
 def test_store_opens_with_plain_zarr_and_pyarrow(reference):
     out, report = reference
     group = zarr.open_group(str(out), mode="r")
-    index = pq.read_table(out / store.INDEX_NAME)
+    index = pq.read_table(out / schema.INDEX_NAME)
     n = report["counts"]["kept"]
     assert n > 0, "the smoke build kept no pair; the synthetic frames should give textured saturated windows"
     assert group["ldr"].shape == (n, 128, 128, 3) and group["ldr"].dtype == np.uint8
@@ -78,19 +78,19 @@ def test_store_opens_with_plain_zarr_and_pyarrow(reference):
     for col in ("source", "row", "col", "score", "saturated_fraction", "exposure", "curve", "curve_n",
                 "curve_sigma", "seed", "checksum", "noise_seed", "jpeg_quality"):
         assert col in index.column_names, col
-    attrs = group.attrs[store.ATTR]
-    assert attrs["format_version"] == store.FORMAT_VERSION and attrs["complete"] is True
+    attrs = group.attrs[schema.ATTR]
+    assert attrs["format_version"] == schema.FORMAT_VERSION and attrs["complete"] is True
     assert attrs["counts"]["frames"] == 3 and attrs["counts"]["kept"] == n
     assert {s["source"] for s in attrs["sources"]} == {"synth_000.exr", "synth_001.exr", "sub/synth_000.exr"}
     assert all(len(s["sha256"]) == 64 for s in attrs["sources"])
-    cand = pq.read_table(out / store.CANDIDATES_NAME)
+    cand = pq.read_table(out / schema.CANDIDATES_NAME)
     assert cand.num_rows == 3 * SMOKE.sampling.patches_per_frame
     assert sum(cand["kept"].to_pylist()) == n
 
 
 def test_kept_pairs_are_saturated_and_pass_the_threshold(reference):
     out, _ = reference
-    index = pq.read_table(out / store.INDEX_NAME).to_pydict()
+    index = pq.read_table(out / schema.INDEX_NAME).to_pydict()
     assert min(index["saturated_fraction"]) > SMOKE.select.min_saturated_fraction
     assert min(index["score"]) >= SMOKE.select.threshold
     group = zarr.open_group(str(out), mode="r")
@@ -104,7 +104,7 @@ def test_index_rows_rerender_their_pairs_exactly(reference, frames):
 
     out, _ = reference
     group = zarr.open_group(str(out), mode="r")
-    index = pq.read_table(out / store.INDEX_NAME).to_pylist()
+    index = pq.read_table(out / schema.INDEX_NAME).to_pylist()
     fields = [f.name for f in __import__("dataclasses").fields(camera.CameraParams)]
     for row in index:
         frame, _ = io.read_frame(frames / row["source"])
@@ -128,7 +128,7 @@ def test_byte_identical_whatever_the_workers(frames, reference, tmp_path, kw):
 def test_rerun_redoes_only_deleted_task_outputs(frames, reference, tmp_path):
     out = tmp_path / "s.zarr"
     shutil.copytree(reference[0], out)
-    work = out / store.WORK_DIR
+    work = out / schema.WORK_DIR
     sorted((work / "candidates").glob("*.parquet"))[0].unlink()
     (work / "shards" / "000000.json").unlink()
     for arr in ("ldr", "hdr"):
@@ -153,7 +153,7 @@ def test_other_config_into_same_out_refuses_without_overwrite(frames, reference,
     with pytest.raises(ConfigError, match="--overwrite"):
         _build(frames, out, other)
     report = _build(frames, out, other, overwrite=True)
-    assert json.loads((out / store.WORK_DIR / build.BUILD_STATE).read_text())["config"]["seed"] == 1
+    assert json.loads((out / schema.WORK_DIR / schema.BUILD_STATE).read_text())["config"]["seed"] == 1
     assert report["counts"]["candidates"] == 3 * SMOKE.sampling.patches_per_frame
 
 
@@ -227,7 +227,8 @@ def test_build_on_real_fixtures(hdr_dir, tmp_path):
     skipped = {s["source"]: s["reason"] for s in report["skipped"]}
     assert {k for k, r in skipped.items() if r == "too-small"} == too_small
     assert report["counts"]["frames_read"] == report["counts"]["frames"] - len(skipped)
-    group, index, attrs = store.open_store(out)
+    st = store.open_store(out)
+    group, index, attrs = st.group, st.index, st.attrs
     assert group["ldr"].shape[0] == index.num_rows == report["counts"]["kept"] > 0
 
 
@@ -244,8 +245,8 @@ def test_index_score_is_algorithm_1_on_the_stored_pair(reference, frames, tmp_pa
         out = tmp_path / "all.zarr"
         _build(frames, out, SMOKE.override(**{"select.keep_all": True}), workers=2, scheduler=None)
     group = zarr.open_group(str(out), mode="r")
-    index = pq.read_table(out / store.INDEX_NAME).to_pylist()
-    candidates = pq.read_table(out / store.CANDIDATES_NAME)
+    index = pq.read_table(out / schema.INDEX_NAME).to_pylist()
+    candidates = pq.read_table(out / schema.CANDIDATES_NAME)
     assert all(row["rendered"] for row in index)
     if keep_all:
         assert len(index) == candidates.num_rows
@@ -267,7 +268,7 @@ def test_a_frame_changed_after_scoring_is_refused(frames, reference, tmp_path):
     shutil.copytree(frames, src)
     out = tmp_path / "s.zarr"
     shutil.copytree(reference[0], out)
-    for marker in (out / store.WORK_DIR / "shards").glob("*.json"):
+    for marker in (out / schema.WORK_DIR / "shards").glob("*.json"):
         marker.unlink()  # stage 3 must run again
     synth.write_frames(src, n=1, seed=99, height=256, width=384)  # overwrites synth_000.exr
     with pytest.raises(StoreError, match="changed since it was scored"):
@@ -287,9 +288,9 @@ def test_each_pair_is_rendered_once_and_the_stage_3_fallback_is_identical(frames
     monkeypatch.setattr(pairs, "render_pair", lambda *a, **kw: calls.append(a[1:3]) or real(*a, **kw))
     out = tmp_path / "once.zarr"
     _build(frames, out)
-    rendered = pq.read_table(out / store.CANDIDATES_NAME)["rendered"].to_pylist()
+    rendered = pq.read_table(out / schema.CANDIDATES_NAME)["rendered"].to_pylist()
     assert len(calls) == sum(rendered)  # stage 1's renders only
-    assert not (out / store.WORK_DIR / "pairs").exists()  # freed once the store is complete
+    assert not (out / schema.WORK_DIR / "pairs").exists()  # freed once the store is complete
     _assert_same(_contents(reference[0]), _contents(out))
 
     calls.clear()
@@ -308,7 +309,7 @@ def test_workers_keep_freed_memory_for_reuse():
 
 def test_read_stash_gives_the_frames_or_none_for_a_missing_or_short_file(tmp_path):
     row = dict(source="a/b.exr", stash_offset=3, stash_ldr=4, stash_hdr=5)
-    path = tmp_path / store.WORK_DIR / "pairs" / f"{build._frame_id(row['source'])}.bin"
+    path = tmp_path / schema.WORK_DIR / "pairs" / f"{build._frame_id(row['source'])}.bin"
     assert build._read_stash(tmp_path, row) is None  # no file: stage 3 renders the pair
     path.parent.mkdir(parents=True)
     path.write_bytes(b"xxxLLLLHHHHHyy")

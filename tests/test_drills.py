@@ -2,7 +2,7 @@
 
 Each drill compares against an undisturbed build of the same frames: a drill
 passes only if the disturbed build ends byte-identical to it. Kills happen at
-named points (``hdrprep.store.pause_point``, enabled by ``$HDRPREP_PAUSE_AT``):
+named points (``hdrprep.files.pause_point``, enabled by ``$HDRPREP_PAUSE_AT``):
 the build announces the point on stderr and sleeps there until the test kills it.
 """
 
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from hdrprep import build, io, store
+from hdrprep import build, files, io, schema, store
 from hdrprep.config import load_preset
 from hdrprep.errors import StoreError
 from hdrprep.verify import verify
@@ -55,7 +55,7 @@ def reference(frames, tmp_path_factory) -> Path:
 def _identity(out: Path) -> dict[str, bytes]:
     """Every file that makes up a store (all but report.json, which holds timings, and _work/)."""
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.relative_to(out).parts[0] not in (store.WORK_DIR, store.REPORT_NAME)}
+            if p.is_file() and p.relative_to(out).parts[0] not in (schema.WORK_DIR, schema.REPORT_NAME)}
 
 
 def _assert_identical(out: Path, ref: Path) -> None:
@@ -171,7 +171,7 @@ def test_bad_input_is_reported_and_good_pairs_are_unchanged(frames, reference, e
     skipped = {s["source"]: s["reason"] for s in report["skipped"]}
     assert {k: skipped.get(k) for k in expected} == expected
     assert all(s["detail"] for s in report["skipped"])
-    sources = {s["source"]: s for s in zarr.open_group(str(out), mode="r").attrs[store.ATTR]["sources"]}
+    sources = {s["source"]: s for s in zarr.open_group(str(out), mode="r").attrs[schema.ATTR]["sources"]}
     assert {k: sources[k]["reason"] for k in expected} == expected
     for name in edge:  # each awkward real file is either used or skipped with a known reason
         s = sources[f"edge/{name}"]
@@ -181,8 +181,8 @@ def test_bad_input_is_reported_and_good_pairs_are_unchanged(frames, reference, e
 
     # the good frames' pairs are those of a build without the bad files, row for row and bit for bit
     good = {p.relative_to(frames).as_posix() for p in frames.rglob("*.exr")}
-    ref_index = pq.read_table(reference / store.INDEX_NAME).to_pylist()
-    index = [r for r in pq.read_table(out / store.INDEX_NAME).to_pylist() if r["source"] in good]
+    ref_index = pq.read_table(reference / schema.INDEX_NAME).to_pylist()
+    index = [r for r in pq.read_table(out / schema.INDEX_NAME).to_pylist() if r["source"] in good]
     def strip(r):
         return {k: v for k, v in r.items() if k not in ("pair", "shard")}
 
@@ -226,7 +226,7 @@ def test_killed_workers_in_stage_1_and_stage_3(frames, reference, tmp_path):
 
     def worker(name: str, pause: str | None) -> Path:
         log = tmp_path / f"{name}.log"
-        wenv = dict(env, **({store.PAUSE_ENV: pause} if pause else {}))
+        wenv = dict(env, **({files.PAUSE_ENV: pause} if pause else {}))
         procs[name] = subprocess.Popen([bindir / "dask", "worker", addr, "--nthreads", "1", "--no-dashboard",
                                         "--no-nanny", "--local-directory", str(tmp_path / name)],
                                        env=wenv, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
@@ -248,7 +248,7 @@ def test_killed_workers_in_stage_1_and_stage_3(frames, reference, tmp_path):
             stage_1_open = not (out / "zarr.json").exists()  # stage 2 creates the arrays
             procs["A"].kill()
             _wait_for(log_a2, "paused at shard-array-written", procs["A2"])
-            n_done = len(list((out / store.WORK_DIR / "shards").glob("*.json")))
+            n_done = len(list((out / schema.WORK_DIR / "shards").glob("*.json")))
             procs["A2"].kill()
             runner.join(timeout=180)
         assert not runner.is_alive() and "report" in result, "the build did not complete after the kills"
@@ -266,7 +266,7 @@ def _kill_build_at(frames: Path, out: Path, point: str, *extra: str) -> None:
     """Start `hdrprep build`, wait until it pauses at ``point``, SIGKILL its whole process group."""
     log = out.parent / f"build-{point.replace(':', '-')}.log"
     proc = _cli("build", "--src", str(frames), "--out", str(out), "--preset", "smoke", "--quiet", *extra,
-                env={store.PAUSE_ENV: point}, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                env={files.PAUSE_ENV: point}, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
                 start_new_session=True)
     try:
         _wait_for(log, f"paused at {point}", proc)
@@ -280,7 +280,7 @@ def _resume(frames: Path, out: Path, *extra: str) -> dict:
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stderr = proc.communicate(timeout=300)[1]
     assert proc.returncode == 0, stderr
-    return json.loads((out / store.REPORT_NAME).read_text())
+    return json.loads((out / schema.REPORT_NAME).read_text())
 
 
 @pytest.mark.parametrize("point, expect_tasks", [
@@ -293,7 +293,7 @@ def test_killed_build_resumes_to_identical_store(frames, reference, tmp_path, po
     out = tmp_path / "s.zarr"
     _kill_build_at(frames, out, point, "--scheduler", "synchronous")
     if point.startswith("before-rename:"):
-        assert list(out.glob(".index.parquet.tmp-*")) and not (out / store.INDEX_NAME).exists()
+        assert list(out.glob(".index.parquet.tmp-*")) and not (out / schema.INDEX_NAME).exists()
     with pytest.raises(StoreError, match="did not finish"):
         store.open_store(out)
     (problem,) = verify(out)
@@ -327,7 +327,7 @@ def test_killed_rerun_keeps_or_refuses_the_old_store(frames, reference, tmp_path
     synth.write_frames(src / "more", n=1, seed=11, height=256, width=256)
     # killed in stage 1: the old store is still whole and still what its index says
     _kill_build_at(src, out, "scored", "--scheduler", "synchronous")
-    assert store.open_store(out)[1].num_rows == store.open_store(reference)[1].num_rows
+    assert store.open_store(out).n_pairs == store.open_store(reference).n_pairs
     assert verify(out) == []
     # killed while its arrays are being replaced: refused, not read as finished
     _kill_build_at(src, out, "shard-array-written", "--scheduler", "synchronous")
@@ -473,7 +473,7 @@ def _patch_writers(monkeypatch, quota: _Quota) -> None:
     """Route both writers of the build (our atomic writes and zarr's) through ``quota``."""
     import zarr.storage._local as zlocal
 
-    real_atomic, real_put = store.atomic_write_bytes, zlocal._put
+    real_atomic, real_put = files.atomic_write_bytes, zlocal._put
 
     def atomic(path, data):
         quota.take(path, len(data))

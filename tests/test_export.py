@@ -14,7 +14,7 @@ import pytest
 import zarr
 from PIL import Image
 
-from hdrprep import export, store
+from hdrprep import export, schema, store
 from hdrprep.config import load_preset
 from hdrprep.errors import ConfigError, StoreError
 
@@ -28,7 +28,7 @@ JPEG_MAX_ERROR = 6
 @pytest.fixture(scope="module")
 def stored(smoke_store):
     group = zarr.open_group(str(smoke_store), mode="r")
-    return group["ldr"][:], group["hdr"][:], pq.read_table(smoke_store / store.INDEX_NAME)
+    return group["ldr"][:], group["hdr"][:], pq.read_table(smoke_store / schema.INDEX_NAME)
 
 
 def _santos_load_training_pair(name_hdr, name_jpg):
@@ -148,11 +148,11 @@ def test_render_detects_a_wrong_recipe(smoke_store, smoke_frames, tmp_path):
     """Change one camera parameter of pair 0 in a copy of the store: the re-render must differ."""
     copy = tmp_path / "copy.zarr"
     shutil.copytree(smoke_store, copy)
-    index = pq.read_table(copy / store.INDEX_NAME)
+    index = pq.read_table(copy / schema.INDEX_NAME)
     seeds = index["noise_seed"].to_pylist()
     seeds[0] += 1
     index = index.set_column(index.column_names.index("noise_seed"), "noise_seed", pa.array(seeds, pa.int64()))
-    pq.write_table(index, copy / store.INDEX_NAME)
+    pq.write_table(index, copy / schema.INDEX_NAME)
     assert not export.render_pair_from_index(copy, smoke_frames, 0)[2]
     assert export.render_pair_from_index(copy, smoke_frames, 1)[2]
 

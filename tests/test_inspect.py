@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from hdrprep import build, store, summary
+from hdrprep import build, schema, store, summary
 from hdrprep.config import load_preset
 from hdrprep.errors import StoreError
 
@@ -29,11 +29,11 @@ def built(tmp_path_factory) -> Path:
 
 def test_summary_matches_the_index_and_candidates(built):
     s = summary.summarize(built)
-    index = pq.read_table(built / store.INDEX_NAME)
-    cand = pq.read_table(built / store.CANDIDATES_NAME)
+    index = pq.read_table(built / schema.INDEX_NAME)
+    cand = pq.read_table(built / schema.CANDIDATES_NAME)
     n = index.num_rows
     assert n > 0
-    assert s["pairs"] == n and s["format_version"] == store.FORMAT_VERSION
+    assert s["pairs"] == n and s["format_version"] == schema.FORMAT_VERSION
     assert s["patch_size"] == SMOKE.sampling.patch_size and s["threshold"] == SMOKE.select.threshold
     assert s["shards"] == -(-n // SMOKE.output.pairs_per_shard)
     # per-source counts, computed here from the tables directly

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from hdrprep import preview, store
+from hdrprep import preview, schema, store
 from hdrprep.config import load_preset
 from hdrprep.errors import ConfigError, HdrprepError
 
@@ -39,7 +39,7 @@ def _thumb(ldr: np.ndarray) -> np.ndarray:
 
 def test_contact_sheet_shows_the_best_pairs_in_order(smoke_store, tmp_path):
     group = zarr.open_group(str(smoke_store), mode="r")
-    index = pq.read_table(smoke_store / store.INDEX_NAME)
+    index = pq.read_table(smoke_store / schema.INDEX_NAME)
     order = np.argsort(-index["score"].to_numpy(), kind="stable")
     out = preview.contact_sheet(smoke_store, tmp_path / "s.png", n=6, thumb=THUMB)
     sheet = _read(out)
@@ -50,7 +50,7 @@ def test_contact_sheet_shows_the_best_pairs_in_order(smoke_store, tmp_path):
 
 def test_contact_sheet_source_filter(smoke_store, tmp_path):
     group = zarr.open_group(str(smoke_store), mode="r")
-    index = pq.read_table(smoke_store / store.INDEX_NAME)
+    index = pq.read_table(smoke_store / schema.INDEX_NAME)
     key = index["source"][0].as_py()
     mine = np.flatnonzero(np.array(index["source"].to_pylist()) == key)
     sheet = _read(preview.contact_sheet(smoke_store, tmp_path / "s.png", n=64, sort="random", thumb=THUMB,
@@ -74,7 +74,7 @@ def test_contact_sheet_bad_arguments(smoke_store, tmp_path):
 
 
 def test_candidates_sheet_draws_windows_and_renders_candidates(smoke_store, smoke_frames, tmp_path):
-    cand = pq.read_table(smoke_store / store.CANDIDATES_NAME)
+    cand = pq.read_table(smoke_store / schema.CANDIDATES_NAME)
     key = cand["source"][0].as_py()
     rows = cand.filter(pc.equal(cand["source"], key)).to_pylist()
     sheet = _read(preview.candidates_sheet(smoke_store, smoke_frames, key, tmp_path / "c.png", thumb=THUMB))
@@ -91,7 +91,7 @@ def test_candidates_sheet_draws_windows_and_renders_candidates(smoke_store, smok
     assert (count(preview._DISCARDED) > 0) == bool(discarded)
     # the first kept thumbnail is the re-render of the best kept candidate: it equals the stored pair
     best = max(kept, key=lambda r: r["score"])
-    index = pq.read_table(smoke_store / store.INDEX_NAME)
+    index = pq.read_table(smoke_store / schema.INDEX_NAME)
     pair = index.filter(pc.and_(pc.equal(index["source"], key),
                                 pc.equal(index["candidate"], best["candidate"])))["pair"][0].as_py()
     ldr = zarr.open_group(str(smoke_store), mode="r")["ldr"][pair]

@@ -1,11 +1,11 @@
-"""Selection of candidates (hdrprep.metric.select) against a plain-Python reference."""
+"""Selection of candidates (hdrprep.selection.select) against a plain-Python reference."""
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from hdrprep.config import SelectConfig
-from hdrprep.metric import select
+from hdrprep.selection import select
 
 
 def reference(score, saturated, frame, index, cfg):

@@ -111,7 +111,8 @@ def test_load_vgg19_and_its_errors(vgg_file, tmp_path):
 
 
 def test_reconstruction_loss_and_helpers_on_hand_made_tensors():
-    from hdrprep.train.loss import SantosLoss, gram, mu_law
+    from hdrprep.train.loss import SantosLoss, gram
+    from hdrprep.train.metrics import mu_law
 
     y = torch.tensor([[[[0.0, 1.0], [2.0, 0.5]]]]).repeat(1, 3, 1, 1)
     h = torch.tensor([[[[0.0, 1.0], [3.0, 0.0]]]]).repeat(1, 3, 1, 1)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from hdrprep import build, store
+from hdrprep import build, schema, store
 from hdrprep.config import load_preset
 from hdrprep.verify import verify
 
@@ -87,7 +87,7 @@ def test_following_the_fix_repairs_a_damaged_shard(copy, frames, sound):
     path.write_bytes(path.read_bytes()[:100])
     (problem,) = verify(copy)
     assert problem.where.startswith("shard 1") and "000001.json" in problem.fix
-    (copy / store.WORK_DIR / "shards" / "000001.json").unlink()  # as the fix says
+    (copy / schema.WORK_DIR / "shards" / "000001.json").unlink()  # as the fix says
     report = build.build(frames, copy, SMOKE, scheduler="synchronous", progress=False)
     assert report["tasks"] == {"frames_scored": 0, "shards_written": 1}
     assert verify(copy) == []
@@ -95,61 +95,61 @@ def test_following_the_fix_repairs_a_damaged_shard(copy, frames, sound):
 
 
 def test_missing_index_is_found(copy):
-    (copy / store.INDEX_NAME).unlink()
+    (copy / schema.INDEX_NAME).unlink()
     problems = verify(copy)
-    assert [(p.where, p.what) for p in problems] == [(store.INDEX_NAME, "missing")]
+    assert [(p.where, p.what) for p in problems] == [(schema.INDEX_NAME, "missing")]
     assert "rerun the same `hdrprep build`" in problems[0].fix
 
 
 def test_damaged_index_is_found(copy):
-    path = copy / store.INDEX_NAME
+    path = copy / schema.INDEX_NAME
     path.write_bytes(path.read_bytes()[:-20])
     (problem,) = verify(copy)
-    assert problem.where == store.INDEX_NAME and "cannot be read" in problem.what
+    assert problem.where == schema.INDEX_NAME and "cannot be read" in problem.what
 
 
 def test_stale_index_from_another_build_is_found(copy, frames, tmp_path):
     other = tmp_path / "other.zarr"
     build.build(frames, other, SMOKE.override(seed=5), scheduler="synchronous", progress=False)
-    shutil.copy(other / store.INDEX_NAME, copy / store.INDEX_NAME)
+    shutil.copy(other / schema.INDEX_NAME, copy / schema.INDEX_NAME)
     (problem,) = verify(copy)
-    assert problem.where == store.INDEX_NAME and "stale" in problem.what
+    assert problem.where == schema.INDEX_NAME and "stale" in problem.what
     # same row count but other rows: the checksums disagree almost everywhere
-    other_index = pq.read_table(other / store.INDEX_NAME)
+    other_index = pq.read_table(other / schema.INDEX_NAME)
     n = zarr.open_group(str(copy), mode="r")["ldr"].shape[0]
-    pq.write_table(other_index.slice(0, n), copy / store.INDEX_NAME)
+    pq.write_table(other_index.slice(0, n), copy / schema.INDEX_NAME)
     problems = verify(copy)
-    assert problems[-1].where == store.INDEX_NAME and "may be stale" in problems[-1].what, problems
+    assert problems[-1].where == schema.INDEX_NAME and "may be stale" in problems[-1].what, problems
 
 
 def test_index_rows_not_matching_arrays_are_found(copy):
     """Rows 0 and 1 swapped, numbering kept: only the checksums can tell, and they name the pairs."""
-    index = pq.read_table(copy / store.INDEX_NAME)
+    index = pq.read_table(copy / schema.INDEX_NAME)
     order = np.arange(index.num_rows)
     order[[0, 1]] = [1, 0]
     swapped = index.take(pa.array(order))
     swapped = swapped.set_column(0, "pair", index["pair"]).set_column(
         swapped.column_names.index("shard"), "shard", index["shard"])
-    pq.write_table(swapped, copy / store.INDEX_NAME)
+    pq.write_table(swapped, copy / schema.INDEX_NAME)
     (problem,) = verify(copy)
     assert problem.where.startswith("shard 0") and "(pairs 0, 1)" in problem.what
 
 
 def test_bad_pair_numbering_and_missing_columns_are_found(copy):
-    index = pq.read_table(copy / store.INDEX_NAME)
+    index = pq.read_table(copy / schema.INDEX_NAME)
     pair = index["pair"].to_numpy().copy()
     pair[3] = 99
-    pq.write_table(index.set_column(0, "pair", pa.array(pair)), copy / store.INDEX_NAME)
+    pq.write_table(index.set_column(0, "pair", pa.array(pair)), copy / schema.INDEX_NAME)
     (problem,) = verify(copy)
     assert "column 'pair' is not 0.." in problem.what and "row 3 holds 99" in problem.what
-    pq.write_table(index.drop_columns(["checksum"]), copy / store.INDEX_NAME)
+    pq.write_table(index.drop_columns(["checksum"]), copy / schema.INDEX_NAME)
     (problem,) = verify(copy)
     assert "checksum" in problem.what and "missing" in problem.what
 
 
 def _edit_attrs(out: Path, **changes) -> None:
     meta = json.loads((out / "zarr.json").read_text())
-    meta["attributes"][store.ATTR].update(changes)
+    meta["attributes"][schema.ATTR].update(changes)
     (out / "zarr.json").write_text(json.dumps(meta))
 
 

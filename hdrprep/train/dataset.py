@@ -1,6 +1,6 @@
 """Reading an hdrprep store for training: the pair Dataset, splits and the sample stream.
 
-The store (format version 1) is a Zarr v3 group with ``ldr`` uint8 (N, P, P, 3),
+The store (see :mod:`hdrprep.schema`) is a Zarr v3 group with ``ldr`` uint8 (N, P, P, 3),
 ``hdr`` float16 (N, P, P, 3) and ``index.parquet``; the soft mask is not stored
 but recomputed from the LDR with the build's ``camera.mask_alpha``.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +23,6 @@ from hdrprep.errors import ConfigError, StoreError
 
 __all__ = [
     "BatchLoader",
-    "FORMAT_VERSION",
     "StoreInfo",
     "read_store_info",
     "soft_mask",
@@ -34,8 +32,6 @@ __all__ = [
     "make_loader",
     "expand_batch",
 ]
-
-FORMAT_VERSION = 1
 
 
 class StoreInfo:
@@ -56,49 +52,24 @@ class StoreInfo:
 
 
 def read_store_info(path: str | os.PathLike) -> StoreInfo:
-    """Open a store read-only and check that a trainer can use it.
+    """Open a store read-only (:func:`hdrprep.store.open_store`) and check that a trainer can use it.
 
     Raises
     ------
     StoreError
         Missing folder, foreign or unfinished store, unknown format version,
-        index and arrays that disagree.
+        index and arrays that disagree, no pairs, no ``camera.mask_alpha``.
     """
-    import pyarrow.parquet as pq
-    import zarr
+    from hdrprep.store import open_store
 
-    path = Path(path)
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"{path}: not a Zarr v3 group (no zarr.json); give the folder written by 'hdrprep build'")
-    group = zarr.open_group(str(path), mode="r")
-    attrs = dict(group.attrs.get("hdrprep") or {})
-    if not attrs:
-        raise StoreError(f"{path}: no 'hdrprep' attribute; this is not a store written by 'hdrprep build'")
-    version = attrs.get("format_version")
-    if version != FORMAT_VERSION:
-        raise StoreError(f"{path}: store format version {version!r}, this trainer reads version {FORMAT_VERSION}; "
-                         "rebuild the store or use a matching hdrprep release")
-    if attrs.get("complete") is False:
-        raise StoreError(f"{path}: the build has not finished (attribute complete=false); rerun 'hdrprep build'")
+    st = open_store(path)
     try:
-        alpha = float(attrs["config"]["camera"]["mask_alpha"])
+        alpha = float(st.config["camera"]["mask_alpha"])
     except (KeyError, TypeError) as exc:
         raise StoreError(f"{path}: attribute hdrprep.config.camera.mask_alpha missing; rebuild the store") from exc
-    index_path = path / "index.parquet"
-    if not index_path.is_file():
-        raise StoreError(f"{path}: no index.parquet; the build did not finish, rerun 'hdrprep build'")
-    index = pq.read_table(index_path)
-    ldr, hdr = group["ldr"], group["hdr"]
-    n, p = ldr.shape[0], ldr.shape[1]
-    if hdr.shape != ldr.shape or ldr.shape[1:] != (p, p, 3) or index.num_rows != n:
-        raise StoreError(f"{path}: ldr {ldr.shape}, hdr {hdr.shape} and index ({index.num_rows} rows) disagree; "
-                         "the store is damaged, rebuild it")
-    if n == 0:
+    if st.n_pairs == 0:
         raise StoreError(f"{path}: the store holds no pairs; loosen the selection (select.threshold) and rebuild")
-    pairs = index.column("pair").to_numpy()
-    if not np.array_equal(pairs, np.arange(n)):
-        raise StoreError(f"{path}: index column 'pair' is not 0..{n - 1} in order; the store is damaged")
-    return StoreInfo(path, index, n, p, alpha, attrs)
+    return StoreInfo(st.path, st.index, st.n_pairs, st.patch_size, alpha, st.attrs)
 
 
 def soft_mask(ldr01: torch.Tensor, alpha: float) -> torch.Tensor:

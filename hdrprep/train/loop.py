@@ -32,8 +32,10 @@ import torch
 from hdrprep import __version__
 from hdrprep.config import TrainConfig
 from hdrprep.errors import ConfigError
-from hdrprep.train.dataset import (FORMAT_VERSION, PairDataset, StreamSampler, expand_batch, make_loader,
-                                   read_store_info, split_by_source)
+from hdrprep.files import atomic_write, atomic_write_bytes
+from hdrprep.schema import FORMAT_VERSION
+from hdrprep.train.dataset import (PairDataset, StreamSampler, expand_batch, make_loader, read_store_info,
+                                   split_by_source)
 from hdrprep.train.loss import SantosLoss, load_vgg19
 from hdrprep.train.metrics import mu_psnr, psnr_mulaw, tonemap_preview
 from hdrprep.train.model import MaskedUNet, reconstruct
@@ -47,11 +49,9 @@ def build_model(cfg: dict) -> MaskedUNet:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary name, then rename: a killed run never leaves a half file."""
+    """torch.save, atomically (:func:`hdrprep.files.atomic_write`): a killed run never leaves a half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -104,11 +104,11 @@ def _write_preview(path: Path, ldr, pred, hdr) -> None:
         inp = (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         rows.append(np.concatenate([inp, tonemap_preview(p, h), tonemap_preview(h, h)], axis=1))
     img = np.ascontiguousarray(np.concatenate(rows, axis=0)[..., ::-1])  # RGB -> BGR for cv2
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise OSError(f"cannot encode preview {path} as PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    if not cv2.imwrite(str(tmp), img):
-        raise OSError(f"cannot write preview {path}")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.tobytes())
 
 
 @torch.no_grad()
@@ -206,8 +206,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
     data_meta = {"path": str(Path(data).resolve()), "format_version": FORMAT_VERSION,
                  "mask_alpha": info.mask_alpha, "n_pairs": info.n_pairs, "patch_size": info.patch_size}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"train": dataclasses.asdict(cfg), "data": data_meta,
-                                                 "package_version": __version__}, indent=2))
+    atomic_write_bytes(out / "config.json", json.dumps({"train": dataclasses.asdict(cfg), "data": data_meta,
+                                                        "package_version": __version__}, indent=2).encode())
 
     def checkpoint(path: Path) -> None:
         save_checkpoint(path, {

@@ -20,7 +20,6 @@ images are normalised with the ImageNet mean and std that VGG was trained with.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -29,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hdrprep.errors import ConfigError
+from hdrprep.train.metrics import mu_law
 
-__all__ = ["VGG19_LAYERS", "POOL_INDICES", "vgg19_features", "load_vgg19", "mu_law", "gram", "SantosLoss",
+__all__ = ["VGG19_LAYERS", "POOL_INDICES", "vgg19_features", "load_vgg19", "gram", "SantosLoss",
            "VGG_HELP"]
 
 # torchvision's vgg19 "E" configuration: numbers are 3x3 conv widths, "M" a 2x2 max-pool
@@ -97,11 +97,6 @@ def load_vgg19(path: str | os.PathLike | None) -> nn.Sequential:
     for p in net.parameters():
         p.requires_grad_(False)
     return net
-
-
-def mu_law(x: torch.Tensor, mu: float) -> torch.Tensor:
-    """T(x) = log(1 + mu max(x, 0)) / log(1 + mu); maps [0, 1] onto [0, 1]."""
-    return torch.log1p(mu * x.clamp(min=0)) / math.log1p(mu)
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,9 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["psnr", "psnr_mulaw", "mu_psnr", "tonemap_preview"]
+__all__ = ["mu_law", "psnr", "psnr_mulaw", "mu_psnr", "tonemap_preview"]
 
 NTIRE_MU = 5000.0
-NTIRE_GAMMA = 2.24
 NTIRE_PERCENTILE = 99.0
 
 
@@ -36,14 +35,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     return 10.0 * torch.log10(peak ** 2 / mse)
 
 
-def _mu(x: torch.Tensor, mu: float) -> torch.Tensor:
-    return torch.log1p(mu * x) / math.log1p(mu)
+def mu_law(x: torch.Tensor, mu: float) -> torch.Tensor:
+    """T(x) = log(1 + mu max(x, 0)) / log(1 + mu); maps [0, 1] onto [0, 1] (the loss uses it too)."""
+    return torch.log1p(mu * x.clamp(min=0)) / math.log1p(mu)
 
 
 def psnr_mulaw(pred: torch.Tensor, ref: torch.Tensor, mu: float = NTIRE_MU) -> torch.Tensor:
     """PSNR (dB, per image) of mu-law images of pred and ref, both divided by max(ref). (B, 3, H, W) linear."""
     scale = ref.flatten(1).amax(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
-    return psnr(_mu((pred / scale).clamp(0, 1), mu), _mu((ref / scale).clamp(0, 1), mu))
+    return psnr(mu_law((pred / scale).clamp(0, 1), mu), mu_law((ref / scale).clamp(0, 1), mu))
 
 
 def mu_psnr(pred: torch.Tensor, ref: torch.Tensor, encoding_gamma: float = 1.0,
@@ -54,7 +54,7 @@ def mu_psnr(pred: torch.Tensor, ref: torch.Tensor, encoding_gamma: float = 1.0,
     # np.percentile (linear interpolation) on each reference, as the challenge script does
     norm = torch.tensor([np.percentile(r.cpu().numpy(), percentile) for r in ref], dtype=torch.float64,
                         device=ref.device).clamp(min=1e-12).view(-1, *[1] * (ref.ndim - 1))
-    return psnr(_mu(torch.tanh(pred / norm), mu), _mu(torch.tanh(ref / norm), mu))
+    return psnr(mu_law(torch.tanh(pred / norm), mu), mu_law(torch.tanh(ref / norm), mu))
 
 
 def tonemap_preview(hdr: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
@@ -64,5 +64,5 @@ def tonemap_preview(hdr: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
     so prediction and target of a pair share one scale.
     """
     norm = max(float(np.percentile(ref.float().cpu().numpy(), NTIRE_PERCENTILE)), 1e-12)
-    x = _mu(torch.tanh(hdr.float().clamp(min=0) / norm), NTIRE_MU)
+    x = mu_law(torch.tanh(hdr.float().clamp(min=0) / norm), NTIRE_MU)
     return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
