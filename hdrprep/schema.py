@@ -140,5 +140,6 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     missing = [f.name for f in schema if f.name not in table.column_names and f.name not in LATER_COLUMNS]
     if missing and table.num_rows:
         raise ValueError(f"columns {', '.join(missing)} are missing")
-    columns = {f.name: table[f.name] if f.name in table.column_names else pa.nulls(0, f.type) for f in schema}
+    columns = {f.name: table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in schema}
     return pa.table(columns).cast(schema)

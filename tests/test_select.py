@@ -106,3 +106,27 @@ def test_empty_and_bad_inputs():
         select(np.ones(3), np.ones(2), np.zeros(3), np.arange(3))
     with pytest.raises(ValueError, match="NaN"):
         select(np.array([1.0, np.nan]), np.ones(2), np.zeros(2), np.arange(2))
+
+
+def test_prescored_candidates_are_never_kept_and_the_bar_follows_the_rule():
+    from hdrprep.config import MetricConfig
+    from hdrprep.selection import decided_per_candidate, eligible, prescreen_bar
+
+    score, saturated, frame, index = candidates(3)
+    rendered = np.random.default_rng(3).random(len(score)) < 0.7
+    for cfg in (SelectConfig(threshold=0.8), SelectConfig(threshold=0.5, per_frame_cap=2)):
+        keep = select(score, saturated, frame, index, cfg, rendered)
+        assert not keep[~rendered].any()
+        assert np.array_equal(keep, select(score, saturated, frame, index, cfg) & rendered) \
+            if cfg.per_frame_cap is None else keep.sum() <= select(score, saturated, frame, index, cfg).sum()
+    assert select(score, saturated, frame, index, SelectConfig(keep_all=True), rendered).all()
+    # the bar: below threshold - margin nothing is eligible, so skipping the full camera loses no pair
+    metric = MetricConfig(prescreen_margin=0.1)
+    bar = prescreen_bar(SelectConfig(threshold=0.85), metric)
+    assert bar == pytest.approx(0.75) and not eligible(np.nextafter(bar, 0), 1.0, SelectConfig(threshold=0.85))
+    assert prescreen_bar(SelectConfig(target_pairs=10), metric) is None  # ranking needs every real score
+    assert prescreen_bar(SelectConfig(keep_all=True), metric) is None
+    assert prescreen_bar(SelectConfig(), MetricConfig(prescreen_margin=None)) is None
+    assert decided_per_candidate(SelectConfig()) and decided_per_candidate(SelectConfig(keep_all=True))
+    assert not decided_per_candidate(SelectConfig(per_frame_cap=3))
+    assert not decided_per_candidate(SelectConfig(target_pairs=3))
