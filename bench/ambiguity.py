@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from hdrprep import camera
-from hdrprep.config import Config
+from hdrprep.config import Config, MetricConfig
 from hdrprep.io import read_frame
-from hdrprep.metric import FrameMetric, saturated_fraction, score_from_gradient, set_threads
+from hdrprep.metric import FrameMetric, saturated_fraction
 
 REPO = Path(__file__).resolve().parent.parent
 HDR_DIR = REPO.parent / "shared" / "data" / "hdr"
@@ -44,9 +44,9 @@ def main():
     frames = sorted(p for p in args.hdr_dir.iterdir() if p.suffix.lower() in (".exr", ".hdr"))
     if not frames:
         sys.exit(f"no .exr/.hdr frames in {args.hdr_dir}")
-    set_threads(1)
     rng = np.random.default_rng(args.seed)
     sat, scores, skipped = [], {"saturated": [], "patch": []}, []
+    metric_cfg = {norm: MetricConfig(normalisation=norm) for norm in scores}
     per_frame = []
     for path in frames:
         frame, _ = read_frame(path)
@@ -56,7 +56,9 @@ def main():
             continue
         q = rng.uniform(cam.clip_low, cam.clip_high)
         e = camera.exposure_for(frame, q)
-        fm = FrameMetric(frame * np.float32(e), args.size) if args.exposure == "frame" else None
+        if args.exposure == "frame":
+            H = frame * np.float32(e)
+            fms = {norm: FrameMetric(H, args.size, metric_cfg[norm]) for norm in scores}
         n_keep = 0
         for _ in range(args.windows):
             r, c = int(rng.integers(0, h - args.size + 1)), int(rng.integers(0, w - args.size + 1))
@@ -64,15 +66,17 @@ def main():
             p = camera.sample_params(rng, cam)
             if args.exposure == "frame":
                 p = dataclasses.replace(p, exposure=e, clip_quantile=q)
-                G = fm.gradient(r, c)
+                corner = (r, c)
             else:
                 p = dataclasses.replace(p, exposure=camera.exposure_for(window, p.clip_quantile))
-                G = FrameMetric(window * np.float32(p.exposure), args.size).gradient(0, 0)
+                H = window * np.float32(p.exposure)
+                fms = {norm: FrameMetric(H, args.size, metric_cfg[norm]) for norm in scores}
+                corner = (0, 0)
             ldr, _ = camera.render(window, p, cam)
             mask = camera.soft_mask(ldr, cam.mask_alpha)
             sat.append(saturated_fraction(mask))
             for norm in scores:
-                scores[norm].append(score_from_gradient(G, 1.0 - mask, norm))
+                scores[norm].append(fms[norm].score(*corner, 1.0 - mask))
             n_keep += sat[-1] > 0 and scores["saturated"][-1] >= threshold
         per_frame.append((path.name, n_keep))
     sat = np.array(sat)

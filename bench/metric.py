@@ -11,13 +11,13 @@ processes on a shared machine falls on all of them alike. Reported per
 candidate: CPU time of this process (``time.process_time``; equal to the
 compute time with one thread) and wall time, and the ratio to the oracle of each.
 
-Rows: the oracle (cv2, 1 thread); ``score`` (weights W = 1 - M, float32) and
-``score_ldr`` (the uint8 LDR, W computed inside) in 'exact' mode; 'frame' mode;
-with 2 threads (Numba threads over windows, ``scores``) when
-``NUMBA_NUM_THREADS`` >= 2. Also prints the keep/discard agreement at 0.85 of
-'frame' mode with 'exact' mode (every window) and of both with the oracle.
+Rows, all on one thread: the oracle (cv2); ``score`` (weights W = 1 - M,
+float32) and ``score_ldr`` (the uint8 LDR, W computed inside) in 'exact' mode;
+'frame' mode. Also prints the keep/discard agreement at 0.85 of 'frame' mode
+with 'exact' mode (every window) and of both with the oracle, and the keep rate
+of each normalisation (exact mode, every window).
 
-    NUMBA_NUM_THREADS=2 python bench/metric.py [--frames 2] [--windows 250] [--oracle 10]
+    python bench/metric.py [--frames 2] [--windows 250] [--oracle 10]
 """
 
 import argparse
@@ -30,7 +30,7 @@ from oracle import oracle_score  # bench/ is on sys.path when run as a script
 
 from hdrprep import camera, synth
 from hdrprep.config import CameraConfig, MetricConfig
-from hdrprep.metric import FrameMetric, score_from_gradient, set_threads
+from hdrprep.metric import FrameMetric
 
 THRESHOLD = 0.85
 CHUNK = 25  # windows whose weights are held in memory at once
@@ -79,21 +79,13 @@ def main():
     flips = {"frame_vs_exact": 0, "exact_vs_oracle": 0, "frame_vs_oracle": 0}
     max_rel = max_rel_ldr = 0.0
     keep_rate = {"saturated": 0, "patch": 0}
-    import numba
-
-    two = numba.config.NUMBA_NUM_THREADS >= 2
-    set_threads(1)
     cv2.setNumThreads(1)
     for mode in ("exact", "frame"):  # compile (or load the cache) before timing
         warm = FrameMetric(np.ones((64, 64, 3), np.float32), 48, MetricConfig(mode=mode))
         warm.score(0, 0, np.ones((48, 48, 3), np.float32))
         warm.score_ldr(0, 0, np.full((48, 48, 3), 255, np.uint8), cam.mask_alpha)
-        if two:
-            set_threads(2)
-            warm.scores(np.zeros((1, 2), np.int64), np.ones((1, 48, 48, 3), np.float32))
-            set_threads(1)
     every = max(1, args.windows // max(1, args.oracle))
-    keys = ["exact", "exact_ldr", "frame"] + (["exact2", "frame2"] if two else [])
+    keys = ["exact", "exact_ldr", "frame"]
     for _ in range(args.frames):
         frame = synth.make_frame(rng, 1365, 2048)
         h, w = frame.shape[:2]
@@ -103,26 +95,21 @@ def main():
         exposure = np.float32(camera.exposure_for(frame, q))
         H = np.ascontiguousarray(frame * exposure)
         fms = {}
-        scores = {"exact": [], "exact_ldr": [], "frame": []}
+        scores = {key: [] for key in keys}
+        patch = FrameMetric(H, size, MetricConfig(normalisation="patch"))  # keep rate only, not timed
         for lo in range(0, args.windows, CHUNK):
             cc = corners[lo:lo + CHUNK]
             ldrs, W = camera_windows(frame, cc, size, rng, cam, exposure, q)
             for key in keys:
-                threads = 2 if key.endswith("2") else 1
                 mode = "frame" if key.startswith("frame") else "exact"
-                set_threads(threads)
                 if key not in fms:  # frame-level work, once per frame
                     fms[key] = clock(key, FrameMetric, H, size, MetricConfig(mode=mode))
                 fm = fms[key]
-                if threads == 2:
-                    clock(key, fm.scores, cc, W)
-                elif key == "exact_ldr":
+                if key == "exact_ldr":
                     s = clock(key, score_each, fm.score_ldr, cc, ldrs, cam.mask_alpha)
                 else:
                     s = clock(key, score_each, fm.score, cc, W)
-                if key in scores:
-                    scores[key].append(np.array(s))
-            set_threads(1)
+                scores[key].append(np.array(s))
             for j in range(len(cc)):
                 if (lo + j) % every:
                     continue
@@ -135,10 +122,8 @@ def main():
                 max_rel_ldr = max(max_rel_ldr, abs(el - ref) / max(abs(ref), 1e-300))
                 flips["exact_vs_oracle"] += (ex >= THRESHOLD) != (ref >= THRESHOLD)
                 flips["frame_vs_oracle"] += (fr >= THRESHOLD) != (ref >= THRESHOLD)
-            for (r, c), wi in zip(cc, W):
-                G = fms["exact"].gradient(r, c)
-                for norm in keep_rate:
-                    keep_rate[norm] += score_from_gradient(G, wi, norm) >= THRESHOLD
+            keep_rate["saturated"] += int(np.sum(scores["exact"][-1] >= THRESHOLD))
+            keep_rate["patch"] += sum(patch.score(r, c, wi) >= THRESHOLD for (r, c), wi in zip(cc, W))
         ex, fr = np.concatenate(scores["exact"]), np.concatenate(scores["frame"])
         flips["frame_vs_exact"] += int(np.sum((ex >= THRESHOLD) != (fr >= THRESHOLD)))
         n_windows += args.windows
@@ -148,8 +133,7 @@ def main():
     print(f"{'method':36s} {'CPU ms/cand':>11s} {'wall ms/cand':>12s} {'cand/s (CPU)':>12s} "
           f"{'x oracle CPU':>12s} {'x oracle wall':>13s}")
     names = {"oracle": "oracle (cv2 per window), 1 thread", "exact": "exact, score(W), 1 thread",
-             "exact_ldr": "exact, score_ldr(LDR), 1 thread", "frame": "frame mode, score(W), 1 thread",
-             "exact2": "exact, scores(W), 2 threads", "frame2": "frame mode, scores(W), 2 threads"}
+             "exact_ldr": "exact, score_ldr(LDR), 1 thread", "frame": "frame mode, score(W), 1 thread"}
     per_cpu = {k: clock.cpu[k] / (n_oracle if k == "oracle" else n_windows) for k in ["oracle"] + keys}
     per_wall = {k: clock.wall[k] / (n_oracle if k == "oracle" else n_windows) for k in ["oracle"] + keys}
     for k in ["oracle"] + keys:

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from hdrprep import camera, metric, pairs
@@ -45,7 +46,7 @@ def main():
     frames = sorted(p for p in args.hdr_dir.iterdir() if p.suffix.lower() in (".exr", ".hdr"))
     if not frames:
         sys.exit(f"no .exr/.hdr frames in {args.hdr_dir}")
-    metric.set_threads(1)
+    cv2.setNumThreads(1)
     full, pre, full_sat, pre_sat = [], [], [], []
     t_pre = t_full = 0.0
     for path in frames:
@@ -55,7 +56,7 @@ def main():
         q, windows, params = pairs.sample_windows(frame.shape[:2], path.name, cfg)
         params = pairs.expose(frame, windows, params, q, cfg)
         scorer = metric.FrameMetric(frame * np.float32(params[0].exposure), size, cfg.metric)
-        scorer.scores(windows[:1], np.zeros((1, size, size, 3), np.float32))  # warm the kernels
+        scorer.score_ldr(*windows[0], np.zeros((size, size, 3), np.uint8), alpha)  # warm the kernels
         for (r, c), p in zip(windows.tolist(), params):
             window = frame[r:r + size, c:c + size]
             t0 = time.process_time()

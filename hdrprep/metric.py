@@ -1,4 +1,4 @@
-"""Patch metric of Santos et al. 2020 (Algorithm 1) and the selection of candidates.
+"""Patch metric of Santos et al. 2020 (Algorithm 1); the keep rule built on it is in :mod:`hdrprep.selection`.
 
 For one candidate window of an HDR frame H (linear RGB in the camera's scale,
 i.e. already multiplied by the exposure) and the soft mask M of its LDR::
@@ -28,15 +28,11 @@ with 'exact' at 0.85 (earlier runs: 4 of 500 decisions, 0.8 %, on generated
 2048x1365 frames). ``score_ldr`` takes the uint8 LDR instead of float32
 weights and computes W = 1 - M inside (a third of the memory traffic).
 The bilateral filter is evaluated with its range weight expanded to a Taylor
-polynomial (order picked from the frame's log range, see ``hdrprep._kernels``).
+polynomial (order picked from the frame's log range, see ``hdrprep._metric_kernels``).
 
-Threads: the kernels use Numba threads (``set_threads``); run one thread per
-Dask worker process and set ``NUMBA_NUM_THREADS`` in the worker's environment
-*before* numba is imported there (``numba.set_num_threads`` can only lower it,
-and it applies to the calling thread only). With one thread the kernels run
-serially without starting Numba's thread pool; ``scores`` with more threads
-first computes every tile of the frame in parallel, then scores the windows in
-parallel.
+Threads: the Numba kernels are serial (they never start Numba's thread pool)
+and release the GIL; parallelism is over frames, one Dask task each. The one
+OpenCV call here (RGB2GRAY, once per frame) follows ``cv2.setNumThreads``.
 """
 
 import functools
@@ -44,9 +40,9 @@ import math
 
 import numpy as np
 
-from hdrprep.config import MetricConfig, SelectConfig
+from hdrprep.config import MetricConfig
 
-__all__ = ["FrameMetric", "score_from_gradient", "saturated_fraction", "select", "set_threads"]
+__all__ = ["FrameMetric", "saturated_fraction"]
 
 # Largest allowed truncation of the range weight's Taylor series: the first
 # omitted term x^(n+1) / (n+1)! at the frame's largest x = c * (Lmax - Lmin)^2.
@@ -57,37 +53,9 @@ _TILE = 128  # side of the frame's tiles of D and G, each computed on first use
 
 def _kernels():
     """The Numba kernel module, imported on first use (it imports numba)."""
-    from hdrprep import _kernels
+    from hdrprep import _metric_kernels
 
-    return _kernels
-
-
-def set_threads(n: int) -> None:
-    """Cap Numba and OpenCV threads of the calling thread at ``n``.
-
-    ``n`` cannot exceed ``NUMBA_NUM_THREADS`` (default: the core count), which
-    must be set in the environment before numba is imported, e.g. in the
-    environment of Dask worker processes; Numba's setting is per thread, so call
-    this in the thread that runs the metric.
-    """
-    import cv2
-    import numba
-
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"threads must be a positive integer, got {n!r}")
-    if n > numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(
-            f"threads={n} exceeds NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}; set "
-            f"NUMBA_NUM_THREADS={n} in the environment before numba is imported"
-        )
-    numba.set_num_threads(int(n))
-    cv2.setNumThreads(int(n))
-
-
-def _threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
+    return _metric_kernels
 
 
 def _radius(sigma_space: float) -> int:
@@ -204,11 +172,11 @@ class FrameMetric:
             )
         return r, c
 
-    def _weights(self, weights, batch: bool) -> np.ndarray:
+    def _weights(self, weights) -> np.ndarray:
         weights = np.asarray(weights)
         want = (self.size, self.size, 3)
-        if weights.shape[batch:] != want or (batch and weights.ndim != 4):
-            raise ValueError(f"weights (1 - M) must have shape {('K',) * batch + want}, got {weights.shape}")
+        if weights.shape != want:
+            raise ValueError(f"weights (1 - M) must have shape {want}, got {weights.shape}")
         return np.ascontiguousarray(weights, dtype=np.float32)
 
     def gradient(self, row: int, col: int) -> np.ndarray:
@@ -232,7 +200,7 @@ class FrameMetric:
     def score(self, row: int, col: int, weights) -> float:
         """Score of one window; ``weights`` = 1 - M, (size, size, 3) float32 in [0, 1]."""
         r, c = self._corner(row, col)
-        return self._score(r, c, self._weights(weights, batch=False), None, 0)
+        return self._score(r, c, self._weights(weights), None, 0)
 
     def score_ldr(self, row: int, col: int, ldr, alpha: float) -> float:
         """Score of one window from its LDR: ``score(row, col, 1 - soft_mask(ldr, alpha))`` (to float32 rounding).
@@ -254,43 +222,6 @@ class FrameMetric:
         lut, vmin = _weight_table(alpha)
         return self._score(r, c, np.ascontiguousarray(ldr), lut, vmin)
 
-    def scores(self, corners, weights) -> np.ndarray:
-        """Scores of K windows: corners (K, 2) int (row, col), weights (K, size, size, 3).
-
-        Returns (K,) float64. Uses Numba threads over windows when more than one
-        thread is allowed; the result does not depend on the thread count.
-        """
-        corners = np.asarray(corners)
-        if corners.ndim != 2 or corners.shape[1] != 2:
-            raise ValueError(f"corners must have shape (K, 2) (row, col), got {corners.shape}")
-        checked = np.array([self._corner(r, c) for r, c in corners.tolist()], np.int64).reshape(-1, 2)
-        weights = self._weights(weights, batch=True)
-        if weights.shape[0] != checked.shape[0]:
-            raise ValueError(f"{checked.shape[0]} corners but {weights.shape[0]} weight arrays")
-        if _threads() > 1:
-            k = _kernels()
-            out = np.empty(checked.shape[0])
-            k.ensure_all_parallel(self._F)  # no tile is computed inside the threads
-            k.scores_parallel(self._F, checked, weights, self.config.mode == "exact",
-                              self.config.normalisation == "patch", out)
-            return out
-        return np.array([self._score(r, c, w, None, 0) for (r, c), w in zip(checked.tolist(), weights)])
-
-
-def score_from_gradient(gradient, weights, normalisation: str = "saturated") -> float:
-    """Score of a window from its G (size, size) and weights W = 1 - M (size, size, 3).
-
-    'patch': sum(G W) / (size * size * 3); 'saturated': sum(G W) / sum(W), 0 when
-    sum(W) = 0.
-    """
-    if normalisation not in ("saturated", "patch"):
-        raise ValueError(f"normalisation must be 'saturated' or 'patch', got {normalisation!r}")
-    G = np.ascontiguousarray(gradient, dtype=np.float32)
-    W = np.ascontiguousarray(weights, dtype=np.float32)
-    if G.ndim != 2 or W.shape != G.shape + (3,):
-        raise ValueError(f"gradient (h, w) and weights (h, w, 3) do not match: {G.shape}, {W.shape}")
-    return float(_kernels().weighted_score(None, G, 0, 0, W, None, 0, normalisation == "patch"))
-
 
 def saturated_fraction(mask) -> float:
     """Share of pixels with a saturated channel: any channel of 1 - M > 0.
@@ -308,70 +239,3 @@ def saturated_fraction(mask) -> float:
     if mask.ndim != 3 or mask.shape[2] != 3 or mask.size == 0:
         raise ValueError(f"mask must have shape (height, width, 3), got {mask.shape}")
     return float(_kernels().saturated_fraction(np.ascontiguousarray(mask, dtype=np.float32)))
-
-
-def select(score, saturated, frame, index, config: SelectConfig | None = None) -> np.ndarray:
-    """Which candidates become training pairs.
-
-    Parameters
-    ----------
-    score, saturated : array_like, (N,) float
-        Metric score and saturated fraction of each candidate (numpy arrays or
-        pyarrow columns).
-    frame : array_like, (N,)
-        Frame key of each candidate (str or int); used for the per-frame cap and
-        for ties.
-    index : array_like, (N,) int
-        Candidate index within its frame; breaks ties.
-    config : SelectConfig, optional
-
-    Returns
-    -------
-    keep : ndarray, (N,) bool
-
-    Notes
-    -----
-    ``keep_all`` keeps everything. Otherwise a candidate is eligible when its
-    saturated fraction is above ``min_saturated_fraction`` (default 0: at least
-    one saturated pixel) and its score is >= ``threshold``. With
-    ``per_frame_cap`` only the best ``per_frame_cap`` eligible candidates of
-    each frame stay eligible; with ``target_pairs`` the best ``target_pairs``
-    eligible candidates overall are kept. "Best" orders by score (descending),
-    then frame key, then index, so ties are decided the same way on every run.
-    """
-    cfg = SelectConfig() if config is None else config
-    score = np.asarray(score, dtype=np.float64)
-    saturated = np.asarray(saturated, dtype=np.float64)
-    frame = np.asarray(frame)
-    index = np.asarray(index)
-    n = score.shape[0]
-    for name, arr in (("score", score), ("saturated", saturated), ("frame", frame), ("index", index)):
-        if arr.ndim != 1 or arr.shape[0] != n:
-            raise ValueError(f"{name} must be a 1-D array of length {n} (one per candidate), got shape {arr.shape}")
-    if cfg.keep_all:  # scores are not looked at
-        return np.ones(n, bool)
-    if np.isnan(score).any() or np.isnan(saturated).any():
-        raise ValueError(
-            f"{int(np.isnan(score).sum())} scores and {int(np.isnan(saturated).sum())} saturated fractions "
-            "are NaN; recompute them from finite HDR frames and masks"
-        )
-    keep = (saturated > cfg.min_saturated_fraction) & (score >= cfg.threshold)
-    if cfg.per_frame_cap is None and cfg.target_pairs is None:
-        return keep
-    _, frame_code = np.unique(frame, return_inverse=True)
-    frame_code = frame_code.reshape(-1)
-    order = np.lexsort((index, frame_code, -score))  # best first, deterministic ties
-    order = order[keep[order]]
-    if cfg.per_frame_cap is not None:
-        # rank of each candidate within its frame, in the best-first order
-        fc = frame_code[order]
-        by_frame = np.argsort(fc, kind="stable")
-        sorted_fc = fc[by_frame]
-        rank = np.empty(order.shape[0], np.int64)
-        rank[by_frame] = np.arange(order.shape[0]) - np.searchsorted(sorted_fc, sorted_fc, "left")
-        order = order[rank < cfg.per_frame_cap]
-    if cfg.target_pairs is not None:
-        order = order[:cfg.target_pairs]
-    out = np.zeros(n, bool)
-    out[order] = True
-    return out

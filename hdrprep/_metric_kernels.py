@@ -27,7 +27,7 @@ no flag that assumes finite values: NaN and Inf propagate as IEEE says.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _FMA = {"contract"}
 # Reassociation lets LLVM vectorise the score sums; nnan/ninf stay off.
@@ -309,17 +309,6 @@ def ensure(F, y0, y1, x0, x1):
                 state[ty, tx] = 1
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def ensure_all_parallel(F):
-    """Every tile of the frame, with Numba threads (before windows are scored in parallel)."""
-    state = F[3]
-    nty, ntx = state.shape
-    for t in prange(nty * ntx):
-        if state[t // ntx, t % ntx] == 0:
-            _tile(F, t // ntx, t % ntx)
-    state[:] = 1
-
-
 @njit(cache=True, nogil=True)
 def whole_window(size, R):
     """True when a window is too small for a separate band: it is then computed whole."""
@@ -578,21 +567,6 @@ def window_gradient(F, r0, c0, exact, out):
         ya, yb, xa, xb = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3]
         block_gradient(F, r0, c0, s, ya, yb, xa, xb, dbuf, gbuf)
         out[ya:yb, xa:xb] = gbuf[:yb - ya, :xb - xa]
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def scores_parallel(F, corners, W, exact, patch, out):
-    """Scores of K windows (corners (K, 2), W (K, size, size, 3) float32) with Numba threads.
-
-    Every tile of the frame must be computed (:func:`ensure_all_parallel`).
-    """
-    for k in prange(corners.shape[0]):
-        r0 = corners[k, 0]
-        c0 = corners[k, 1]
-        if exact:
-            out[k] = window_score(F, r0, c0, W[k], None, 0, patch)
-        else:
-            out[k] = weighted_score(F, F[2], r0, c0, W[k], None, 0, patch)
 
 
 @njit(cache=True, nogil=True)
