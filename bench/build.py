@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from oracle import oracle_score  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from hdrprep import camera, io, pairs, store, synth  # noqa: E402
+from hdrprep import camera, candidates, io, store, synth  # noqa: E402
 from hdrprep.build import THREAD_ENV, build, discover  # noqa: E402
 from hdrprep.config import Config  # noqa: E402
 
@@ -155,8 +155,8 @@ def naive_s_per_candidate(src: Path, config: Config, n: int) -> float:
     per_frame = max(1, n // len(keys))
     t, done = 0.0, 0
     for key, frame in frames_of(src, config):
-        q, windows, params = pairs.sample_windows(frame.shape[:2], key, config)
-        params = pairs.expose(frame, windows[:per_frame], params[:per_frame], q, config)
+        q, windows, params = candidates.sample_windows(frame.shape[:2], key, config)
+        params = candidates.expose(frame, windows[:per_frame], params[:per_frame], q, config)
         for (r, c), p in zip(windows[:per_frame], params):
             t0 = time.perf_counter()
             ldr, _ = camera.render(frame[r:r + size, c:c + size], p, config.camera)
@@ -177,20 +177,20 @@ def floor_s(src: Path, out: Path, config: Config, n_kept: int) -> dict:
     codec = numcodecs.Blosc("zstd", clevel=config.output.level, shuffle=numcodecs.Blosc.SHUFFLE,
                             blocksize=store.BLOSC_BLOCK)  # the store's codec
     t = dict(decode=0.0, mask=0.0, render=0.0, encode_write=0.0)
-    candidates, kept = 0, []
+    n_candidates, kept = 0, []
     for key in discover(src)[0]:
         t0 = time.perf_counter()
         frame, _ = io.read_frame(src / key, ingest=config.ingest, min_size=size)
         t["decode"] += time.perf_counter() - t0
-        q, windows, params = pairs.sample_windows(frame.shape[:2], key, config)
-        params = pairs.expose(frame, windows, params, q, config)
+        q, windows, params = candidates.sample_windows(frame.shape[:2], key, config)
+        params = candidates.expose(frame, windows, params, q, config)
         t0 = time.perf_counter()
         for (r, c), p in zip(windows, params):  # exposure, curve, quantisation and the mask: plain numpy/cv2
             x = np.clip(frame[r:r + size, c:c + size] * np.float32(p.exposure), 0, 1)
             ldr = (camera.apply_curve(x, p, out=x) * np.float32(255) + np.float32(0.5)).astype(np.uint8)
             camera.soft_mask(ldr, config.camera.mask_alpha)
         t["mask"] += time.perf_counter() - t0
-        candidates += len(windows)
+        n_candidates += len(windows)
         kept += [(frame, r, c, p) for (r, c), p in zip(windows, params)][:max(0, n_kept - len(kept))]
     # the kept pairs' full camera, then float16 + compression + one file write per pair
     path = out / "floor.bin"
@@ -203,7 +203,7 @@ def floor_s(src: Path, out: Path, config: Config, n_kept: int) -> dict:
             fh.write(codec.encode(np.minimum(target, store.HALF_MAX).astype(np.float16)))
             t["encode_write"] += time.perf_counter() - t1
             t["render"] += t1 - t0
-    return dict(t, total=sum(t.values()), candidates=candidates, pairs=len(kept))
+    return dict(t, total=sum(t.values()), candidates=n_candidates, pairs=len(kept))
 
 
 def profile_build(src: Path, out: Path, config: Config) -> str:

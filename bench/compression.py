@@ -38,7 +38,7 @@ def codecs():
 
 
 def sample_pairs(folder: Path, per_frame: int):
-    from hdrprep import io, pairs
+    from hdrprep import candidates, io
     from hdrprep.config import Config
 
     config = Config()
@@ -48,10 +48,10 @@ def sample_pairs(folder: Path, per_frame: int):
             frame, _ = io.read_frame(path, min_size=512)
         except Exception:  # too small or otherwise unusable: not what this bench measures
             continue
-        q, windows, params = pairs.sample_windows(frame.shape[:2], path.name, config)
-        params = pairs.expose(frame, windows, params, q, config)
+        q, windows, params = candidates.sample_windows(frame.shape[:2], path.name, config)
+        params = candidates.expose(frame, windows, params, q, config)
         for (r, c), p in list(zip(windows, params))[:per_frame]:
-            ldr, hdr = pairs.render_pair(frame, int(r), int(c), 512, p, config)
+            ldr, hdr = candidates.render_pair(frame, int(r), int(c), 512, p, config)
             ldrs.append(ldr)
             hdrs.append(np.minimum(hdr, 65504).astype(np.float16))
     return ldrs, hdrs

@@ -47,7 +47,7 @@ def camera_windows(frame, corners, size, rng, cam, exposure, q):
 
 
 def score_each(method, corners, arrays, *extra):
-    """method(row, col, array, *extra) of each window, one call each (as hdrprep.pairs does)."""
+    """method(row, col, array, *extra) of each window, one call each (as hdrprep.candidates does)."""
     return [method(r, c, x, *extra) for (r, c), x in zip(corners, arrays)]
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hdrprep import camera, metric, pairs
+from hdrprep import camera, candidates, metric
 from hdrprep.config import Config
 from hdrprep.io import read_frame
 
@@ -53,8 +53,8 @@ def main():
         frame, _ = read_frame(path)
         if min(frame.shape[:2]) < size:
             continue
-        q, windows, params = pairs.sample_windows(frame.shape[:2], path.name, cfg)
-        params = pairs.expose(frame, windows, params, q, cfg)
+        q, windows, params = candidates.sample_windows(frame.shape[:2], path.name, cfg)
+        params = candidates.expose(frame, windows, params, q, cfg)
         scorer = metric.FrameMetric(frame * np.float32(params[0].exposure), size, cfg.metric)
         scorer.score_ldr(*windows[0], np.zeros((size, size, 3), np.uint8), alpha)  # warm the kernels
         for (r, c), p in zip(windows.tolist(), params):

@@ -26,7 +26,7 @@ PER_SHARD = 16
 
 def sample_pairs(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` rendered pairs: uint8 (n, 512, 512, 3) LDR and float32 HDR, a few per frame."""
-    from hdrprep import io, pairs
+    from hdrprep import candidates, io
     from hdrprep.config import Config
 
     config = Config()
@@ -36,10 +36,10 @@ def sample_pairs(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
             frame, _ = io.read_frame(path, min_size=512)
         except HdrprepError:  # too small or otherwise unusable: not what this bench measures
             continue
-        q, windows, params = pairs.sample_windows(frame.shape[:2], path.name, config)
-        params = pairs.expose(frame, windows, params, q, config)
+        q, windows, params = candidates.sample_windows(frame.shape[:2], path.name, config)
+        params = candidates.expose(frame, windows, params, q, config)
         for (r, c), p in list(zip(windows, params))[:4]:
-            ldr, hdr = pairs.render_pair(frame, int(r), int(c), 512, p, config)
+            ldr, hdr = candidates.render_pair(frame, int(r), int(c), 512, p, config)
             ldrs.append(ldr)
             hdrs.append(hdr)
         if len(ldrs) >= n:

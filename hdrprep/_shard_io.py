@@ -99,7 +99,7 @@ def array_store(arr):
 
 
 def shard_key(arr, shard: int) -> str:
-    """The key of shard ``shard``'s file below ``arr``'s folder, e.g. ``c/1/0/0/0`` (``arr.metadata.encode_chunk_key``)."""
+    """The key of shard ``shard``'s file below ``arr``'s folder, e.g. ``c/1/0/0/0`` (zarr's ``encode_chunk_key``)."""
     return arr.metadata.encode_chunk_key((shard, *[0] * (arr.ndim - 1)))
 
 

@@ -5,7 +5,7 @@ rerun skips finished tasks and redoes unfinished ones):
 
 1. one task per frame: read it once, sample the candidate windows and their
    cameras, prescore every candidate on the deterministic camera and render and
-   score the promising ones (``pairs.score_frame``); where a candidate's keep
+   score the promising ones (``candidates.score_frame``); where a candidate's keep
    decision is its own (threshold or keep-all), encode each kept pair at once
    into ``_work/pairs/<id>.bin``; then write the frame's candidate table to
    ``_work/candidates/<id>.parquet``;
@@ -134,7 +134,7 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hdrprep import camera, io, pairs, selection
+    from hdrprep import camera, candidates, io, selection
 
     _cap_threads()
     config = Config.from_dict(config_dict)
@@ -147,7 +147,7 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
         record.update(height=int(frame.shape[0]), width=int(frame.shape[1]), **{
             f"repaired_{k}": int(v) for k, v in dataclasses.asdict(stats).items()})
         stash = _Stash(key, config) if selection.decided_per_candidate(config.select) else None
-        cols = pairs.score_frame(frame, key, config, camera.load_curves(config.camera), on_pair=stash)
+        cols = candidates.score_frame(frame, key, config, camera.load_curves(config.camera), on_pair=stash)
     except BadFrameError as exc:
         record.update(status="skipped", reason=exc.reason, detail=exc.detail or str(exc))
     except OSError as exc:
@@ -171,7 +171,7 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
 class _Stash:
     """Stage 1's kept pairs, encoded as the store's chunks, so stage 3 writes them without rendering again.
 
-    Called by ``pairs.score_frame`` for every candidate it renders; keeps those
+    Called by ``candidates.score_frame`` for every candidate it renders; keeps those
     that selection keeps (``selection.decided_per_candidate``). ``data`` is
     the frame's ``_work/pairs/<id>.bin``: each pair's LDR frame then HDR frame.
     """
@@ -266,7 +266,7 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
     Returns the shard's done-record (pair range, digest of its rows, per-pair
     checksums and clamp counts).
     """
-    from hdrprep import camera, pairs
+    from hdrprep import camera, candidates
 
     _cap_threads()
     import numcodecs
@@ -293,7 +293,7 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
                 raise StoreError(f"{path} changed since it was scored (sha256 differs); its pairs would not "
                                  f"match their scores. Restore the file, or rebuild with --overwrite")
             frame = _read_frame_cached(path, sha256[frame_key], config.ingest, size)
-        ldr[i], target = pairs.render_row(frame, row, config, curves)
+        ldr[i], target = candidates.render_row(frame, row, config, curves)
         hdr[i], n_over = store.to_half(target)
         clamped.append(n_over)
         checksums.append(store.pair_checksum(ldr[i], hdr[i]))

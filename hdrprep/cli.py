@@ -344,7 +344,7 @@ def export_cmd(store_path, fmt, out, ldr_format, quiet):
               help="Folder for the re-rendered pair_K.exr and pair_K.png.")
 def render(store_path, k, src, out):
     """Re-render pair K from its source frame and index row; exit 1 if it differs from the stored pair."""
-    from hdrprep.export import render_pair_from_index
+    from hdrprep.render import render_pair_from_index
 
     _, _, equal = render_pair_from_index(store_path, src, k, out)
     where = f" (written to {out})" if out is not None else ""

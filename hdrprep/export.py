@@ -1,4 +1,4 @@
-"""``hdrprep export`` and ``hdrprep render``: a store's pairs as plain files, and one pair from its recipe.
+"""``hdrprep export``: a store's pairs as plain files that other training code reads.
 
 Formats
 -------
@@ -54,8 +54,7 @@ import numpy as np
 from hdrprep import files, store
 from hdrprep.errors import ConfigError, StoreError
 
-__all__ = ["FORMATS", "LDR_FORMATS", "MARKER", "export", "pair_names", "write_bin", "read_bin",
-           "render_pair_from_index"]
+__all__ = ["FORMATS", "LDR_FORMATS", "MARKER", "export", "pair_names", "write_bin", "read_bin"]
 
 FORMATS = ("eilertsen", "exr-png")
 LDR_FORMATS = ("jpg", "png")
@@ -216,63 +215,3 @@ def export(root: str | Path, out: str | Path, *, format: str = "eilertsen", ldr_
     marker["complete"] = True
     files.atomic_write_bytes(out / MARKER, json.dumps(marker, indent=1).encode())
     return marker
-
-
-def render_pair_from_index(root: str | Path, src: str | Path, k: int,
-                           out_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Re-render pair ``k`` from its source frame and its index row, and compare it with the stored pair.
-
-    The row holds the window and every camera parameter; the store's resolved
-    configuration supplies the reading options and the camera's on/off switches.
-
-    Parameters
-    ----------
-    root : path
-        A finished store.
-    src : path
-        The folder the store was built from (``--src``).
-    k : int
-        Pair number, 0 <= k < number of pairs.
-    out_dir : path, optional
-        If given, the re-rendered pair is written there as ``pair_KKKKKK.exr``
-        (float16, exact) and ``pair_KKKKKK.png``.
-
-    Returns
-    -------
-    ldr : numpy.ndarray
-        uint8 (P, P, 3) RGB.
-    hdr : numpy.ndarray
-        float16 (P, P, 3), as stored (values above 65504 clamped).
-    equal : bool
-        True when both are bit-identical to the stored pair and match the row's checksum.
-
-    Raises
-    ------
-    StoreError
-        If the frame is missing or its bytes differ from those the store was built from.
-    """
-    from hdrprep import camera, io, pairs
-
-    st = store.open_store(root)
-    attrs = st.attrs
-    if attrs.get("camera_version") != camera.RENDER_VERSION:
-        raise StoreError(f"{root} was built by a camera of version {attrs.get('camera_version')!r}; this hdrprep "
-                         f"renders version {camera.RENDER_VERSION}, so its pairs cannot be compared. Use the "
-                         f"hdrprep version that built the store ({attrs.get('package_version')})")
-    if not 0 <= k < st.n_pairs:
-        raise ConfigError(f"--pair {k}: the store {root} has pairs 0..{st.n_pairs - 1}")
-    row = st.index.slice(k, 1).to_pylist()[0]
-    config = st.build_config()
-    frame = st.source_frame(src, row["source"])
-    ldr, target = pairs.render_row(frame, row, config, camera.load_curves(config.camera))
-    hdr, _ = store.to_half(target)
-    group = st.group
-    equal = (np.array_equal(ldr, group["ldr"][k])
-             and np.array_equal(hdr.view(np.uint16), group["hdr"][k].view(np.uint16))
-             and store.pair_checksum(ldr, hdr) == row["checksum"])
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        io.write_exr(out_dir / f"pair_{k:06d}.exr", hdr, half=True)
-        files.atomic_write_bytes(out_dir / f"pair_{k:06d}.png", _encode(ldr, "png"))
-    return ldr, hdr, bool(equal)

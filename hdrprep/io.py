@@ -700,3 +700,21 @@ def write_hdr(path, rgb) -> None:
             raise OSError(f"OpenCV could not write {path}")
 
     atomic_write(path, write)
+
+
+def write_png(path, rgb) -> None:
+    """Write an 8-bit RGB image as a PNG (lossless), atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    rgb : numpy.ndarray
+        uint8 (H, W, 3) RGB.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected uint8 RGB of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"OpenCV could not encode {path} as PNG")
+    atomic_write(path, lambda tmp: tmp.write_bytes(buf.tobytes()))

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from hdrprep import camera, files, store
+from hdrprep.io import write_png
 from hdrprep.errors import ConfigError, HdrprepError
 
 __all__ = ["mu_law", "contact_sheet", "candidates_sheet", "plots", "match_sources"]
@@ -51,10 +52,7 @@ def _put(img: np.ndarray, text: str, x: int, y: int, colour=_TEXT, scale: float 
 def _write_png(out: str | Path, rgb: np.ndarray) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode {out} as PNG")
-    files.atomic_write_bytes(out, buf.tobytes())
+    write_png(out, rgb)
     return out
 
 
@@ -189,7 +187,7 @@ def candidates_sheet(root: str | Path, src: str | Path, frame: str, out: str | P
     """
     import pyarrow.compute as pc
 
-    from hdrprep import pairs
+    from hdrprep import candidates
 
     st = store.open_store(root)
     table = st.candidates()
@@ -229,7 +227,7 @@ def candidates_sheet(root: str | Path, src: str | Path, frame: str, out: str | P
         panel = np.full((24 + nrows * tile_h, cols * tile_w, 3), 24, np.uint8)
         _put(panel, title, 4, 16, _KEPT if kept else _DISCARDED, 0.5)
         for k, r in enumerate(picks):
-            ldr, _ = pairs.render_row(image, r, config, curves)
+            ldr, _ = candidates.render_row(image, r, config, curves)
             y, x = 24 + (k // cols) * tile_h, (k % cols) * tile_w
             img = cv2.resize(ldr, (thumb, thumb), interpolation=cv2.INTER_AREA)
             cv2.rectangle(img, (0, 0), (thumb - 1, thumb - 1), _KEPT if kept else _DISCARDED, 2)

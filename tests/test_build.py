@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from hdrprep import build, camera, pairs, schema, store
+from hdrprep import build, camera, candidates, schema, store
 from hdrprep.config import Config, load_preset
 from hdrprep.errors import ConfigError
 
@@ -109,7 +109,7 @@ def test_index_rows_rerender_their_pairs_exactly(reference, frames):
     for row in index:
         frame, _ = io.read_frame(frames / row["source"])
         params = camera.CameraParams.from_dict({k: row[k] for k in fields})
-        ldr, hdr = pairs.render_pair(frame, row["row"], row["col"], row["size"], params, SMOKE)
+        ldr, hdr = candidates.render_pair(frame, row["row"], row["col"], row["size"], params, SMOKE)
         np.testing.assert_array_equal(ldr, group["ldr"][row["pair"]])
         half, _ = store.to_half(hdr)
         np.testing.assert_array_equal(half.view(np.uint16), group["hdr"][row["pair"]].view(np.uint16))
@@ -228,7 +228,7 @@ def test_build_on_real_fixtures(hdr_dir, tmp_path):
     assert {k for k, r in skipped.items() if r == "too-small"} == too_small
     assert report["counts"]["frames_read"] == report["counts"]["frames"] - len(skipped)
     st = store.open_store(out)
-    group, index, attrs = st.group, st.index, st.attrs
+    group, index = st.group, st.index
     assert group["ldr"].shape[0] == index.num_rows == report["counts"]["kept"] > 0
 
 
@@ -246,11 +246,11 @@ def test_index_score_is_algorithm_1_on_the_stored_pair(reference, frames, tmp_pa
         _build(frames, out, SMOKE.override(**{"select.keep_all": True}), workers=2, scheduler=None)
     group = zarr.open_group(str(out), mode="r")
     index = pq.read_table(out / schema.INDEX_NAME).to_pylist()
-    candidates = pq.read_table(out / schema.CANDIDATES_NAME)
+    table = pq.read_table(out / schema.CANDIDATES_NAME)
     assert all(row["rendered"] for row in index)
     if keep_all:
-        assert len(index) == candidates.num_rows
-        assert candidates["score"].to_pylist() == [row["score"] for row in index]
+        assert len(index) == table.num_rows
+        assert table["score"].to_pylist() == [row["score"] for row in index]
     for row in index:
         hdr = group["hdr"][row["pair"]].astype(np.float32)
         weights = 1 - camera.soft_mask(group["ldr"][row["pair"]], SMOKE.camera.mask_alpha)
@@ -281,11 +281,9 @@ def test_each_pair_is_rendered_once_and_the_stage_3_fallback_is_identical(frames
     Without those encoded pairs (a mode that ranks, or files gone) stage 3 renders
     them itself: the store must be the same bytes either way.
     """
-    from hdrprep import pairs
-
     calls = []
-    real = pairs.render_pair
-    monkeypatch.setattr(pairs, "render_pair", lambda *a, **kw: calls.append(a[1:3]) or real(*a, **kw))
+    real = candidates.render_pair
+    monkeypatch.setattr(candidates, "render_pair", lambda *a, **kw: calls.append(a[1:3]) or real(*a, **kw))
     out = tmp_path / "once.zarr"
     _build(frames, out)
     rendered = pq.read_table(out / schema.CANDIDATES_NAME)["rendered"].to_pylist()

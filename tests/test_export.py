@@ -14,7 +14,7 @@ import pytest
 import zarr
 from PIL import Image
 
-from hdrprep import export, schema, store
+from hdrprep import export, render, schema
 from hdrprep.config import load_preset
 from hdrprep.errors import ConfigError, StoreError
 
@@ -134,7 +134,7 @@ def test_read_bin_rejects_a_truncated_file(tmp_path):
 def test_render_regenerates_every_pair_from_its_index_row(smoke_store, smoke_frames, stored, tmp_path):
     ldr, hdr, index = stored
     for k in range(len(ldr)):
-        got_ldr, got_hdr, equal = export.render_pair_from_index(smoke_store, smoke_frames, k, tmp_path / "r")
+        got_ldr, got_hdr, equal = render.render_pair_from_index(smoke_store, smoke_frames, k, tmp_path / "r")
         assert equal
         np.testing.assert_array_equal(got_ldr, ldr[k])
         np.testing.assert_array_equal(got_hdr.view(np.uint16), hdr[k].view(np.uint16))
@@ -153,8 +153,8 @@ def test_render_detects_a_wrong_recipe(smoke_store, smoke_frames, tmp_path):
     seeds[0] += 1
     index = index.set_column(index.column_names.index("noise_seed"), "noise_seed", pa.array(seeds, pa.int64()))
     pq.write_table(index, copy / schema.INDEX_NAME)
-    assert not export.render_pair_from_index(copy, smoke_frames, 0)[2]
-    assert export.render_pair_from_index(copy, smoke_frames, 1)[2]
+    assert not render.render_pair_from_index(copy, smoke_frames, 0)[2]
+    assert render.render_pair_from_index(copy, smoke_frames, 1)[2]
 
 
 def test_render_refuses_a_changed_or_missing_frame(smoke_store, smoke_frames, stored, tmp_path):
@@ -165,12 +165,12 @@ def test_render_refuses_a_changed_or_missing_frame(smoke_store, smoke_frames, st
     with open(src / key, "ab") as f:
         f.write(b"\0")
     with pytest.raises(StoreError, match="bytes differ"):
-        export.render_pair_from_index(smoke_store, src, 0)
+        render.render_pair_from_index(smoke_store, src, 0)
     (src / key).unlink()
     with pytest.raises(StoreError, match="is not there"):
-        export.render_pair_from_index(smoke_store, src, 0)
+        render.render_pair_from_index(smoke_store, src, 0)
     with pytest.raises(ConfigError, match="has pairs 0.."):
-        export.render_pair_from_index(smoke_store, smoke_frames, len(index))
+        render.render_pair_from_index(smoke_store, smoke_frames, len(index))
 
 
 def test_render_refuses_a_store_of_another_camera_version(smoke_store, smoke_frames, tmp_path):
@@ -185,4 +185,4 @@ def test_render_refuses_a_store_of_another_camera_version(smoke_store, smoke_fra
     meta["attributes"]["hdrprep"]["camera_version"] = camera.RENDER_VERSION + 1
     (copy / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(StoreError, match="camera of version"):
-        export.render_pair_from_index(copy, smoke_frames, 0)
+        render.render_pair_from_index(copy, smoke_frames, 0)

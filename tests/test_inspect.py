@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from hdrprep import build, schema, store, summary
+from hdrprep import build, schema, summary
 from hdrprep.config import load_preset
 from hdrprep.errors import StoreError
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from hdrprep import preview, schema, store
+from hdrprep import preview, schema
 from hdrprep.config import load_preset
 from hdrprep.errors import ConfigError, HdrprepError
 

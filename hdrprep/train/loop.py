@@ -33,6 +33,7 @@ from hdrprep import __version__
 from hdrprep.config import TrainConfig
 from hdrprep.errors import ConfigError
 from hdrprep.files import atomic_write, atomic_write_bytes
+from hdrprep.io import write_png
 from hdrprep.schema import FORMAT_VERSION
 from hdrprep.train.dataset import (PairDataset, StreamSampler, expand_batch, make_loader, read_store_info,
                                    split_by_source)
@@ -97,18 +98,12 @@ def _device(name: str) -> torch.device:
 
 
 def _write_preview(path: Path, ldr, pred, hdr) -> None:
-    import cv2
-
     rows = []
     for t, p, h in zip(ldr, pred, hdr):
         inp = (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         rows.append(np.concatenate([inp, tonemap_preview(p, h), tonemap_preview(h, h)], axis=1))
-    img = np.ascontiguousarray(np.concatenate(rows, axis=0)[..., ::-1])  # RGB -> BGR for cv2
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise OSError(f"cannot encode preview {path} as PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.tobytes())
+    write_png(path, np.concatenate(rows, axis=0))
 
 
 @torch.no_grad()

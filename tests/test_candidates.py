@@ -1,4 +1,4 @@
-"""pairs.score_frame: the prescreen on the deterministic camera changes cost, not the scores of what it renders."""
+"""candidates.score_frame: the prescreen on the deterministic camera changes cost, not the scores of what it renders."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import HDR_DIR
-from hdrprep import camera, pairs
+from hdrprep import camera, candidates
 from hdrprep.config import Config
 from hdrprep.io import read_frame
 
@@ -33,9 +33,9 @@ def _config(margin=0.1, **dotted):
 @pytest.mark.parametrize("exposure_mode", ["frame", "window"])
 def test_prescreen_renders_in_full_what_can_pass_and_scores_it_exactly(name, exposure_mode):
     frame = _frame(name)
-    full = pairs.score_frame(frame, name, _config(None, **{"camera.exposure_mode": exposure_mode}))
+    full = candidates.score_frame(frame, name, _config(None, **{"camera.exposure_mode": exposure_mode}))
     cfg = _config(0.1, **{"camera.exposure_mode": exposure_mode})
-    pre = pairs.score_frame(frame, name, cfg)
+    pre = candidates.score_frame(frame, name, cfg)
     assert all(full["rendered"])
     bar = cfg.select.threshold - 0.1
     rendered = np.array(pre["rendered"])
@@ -53,9 +53,9 @@ def test_prescreen_renders_in_full_what_can_pass_and_scores_it_exactly(name, exp
 
 def test_prescreen_skips_some_and_is_off_where_every_score_decides():
     frame = _frame(FRAMES[0])
-    assert not all(pairs.score_frame(frame, "f", _config())["rendered"])
+    assert not all(candidates.score_frame(frame, "f", _config())["rendered"])
     for dotted in ({"select.target_pairs": 5}, {"select.keep_all": True}):
-        assert all(pairs.score_frame(frame, "f", _config(**dotted))["rendered"])
+        assert all(candidates.score_frame(frame, "f", _config(**dotted))["rendered"])
 
 
 def test_on_pair_sees_every_rendered_candidate_with_its_score():
@@ -66,11 +66,11 @@ def test_on_pair_sees_every_rendered_candidate_with_its_score():
     def on_pair(j, ldr, target, score, sat):
         seen[j] = (ldr.copy(), target.copy(), score, sat)
 
-    cols = pairs.score_frame(frame, "f", cfg, on_pair=on_pair)
+    cols = candidates.score_frame(frame, "f", cfg, on_pair=on_pair)
     assert sorted(seen) == [j for j, r in enumerate(cols["rendered"]) if r]
     for j, (ldr, target, score, sat) in seen.items():
         assert (score, sat) == (cols["score"][j], cols["saturated_fraction"][j])
-        ref = pairs.render_pair(frame, cols["row"][j], cols["col"][j], cfg.sampling.patch_size,
+        ref = candidates.render_pair(frame, cols["row"][j], cols["col"][j], cfg.sampling.patch_size,
                                 camera.CameraParams.from_dict({k: cols[k][j] for k in PARAMS}), cfg)
         np.testing.assert_array_equal(ldr, ref[0])
         np.testing.assert_array_equal(target, ref[1])
