@@ -4,7 +4,7 @@
 # Idempotent: installs packages only if missing, rewrites /etc/slurm/slurm.conf only if it
 # changed (restarting the daemons then), starts only daemons that are not running, and
 # exits 0 once `sinfo` shows this node usable. Run as root on Debian/Ubuntu without
-# systemd (the daemons are started directly). The steps are those of DESIGN.md section 5.
+# systemd (the daemons are started directly).
 #
 # Environment: SLURM_UP_TIMEOUT (seconds to wait for the node, default 90),
 #              SLURM_MEM_MARGIN_MB (memory kept from SLURM, default 1024).

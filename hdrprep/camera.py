@@ -1,8 +1,8 @@
 """Virtual camera: scene-linear HDR window -> (8-bit LDR, HDR target).
 
 A re-implementation of the data-augmentation camera of Eilertsen et al. 2017
-(``training_code/virtualcamera`` in gabrieleilertsen/hdrcnn; numbers in
-DESIGN.md section 3), written kornia style: :func:`sample_params` draws every
+(``training_code/virtualcamera`` in gabrieleilertsen/hdrcnn; the numbers are in
+the README's science section), written kornia style: :func:`sample_params` draws every
 random choice of one capture into a small :class:`CameraParams`, and
 :func:`render` applies them deterministically. The parameters round-trip to a
 flat dict of scalars, so each row of the Parquet index can re-render its pair.

@@ -58,7 +58,7 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """Virtual camera of Eilertsen et al. 2017 (numbers in DESIGN.md section 3).
+    """Virtual camera of Eilertsen et al. 2017 (the numbers: README, "The science").
 
     Every random step can be switched off. ``exposure_mode`` chooses whether the
     exposure (a scale such that a fraction U(clip_low, clip_high) of channel
