@@ -141,6 +141,7 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
     path = Path(src) / key
     record: dict[str, Any] = dict(source=key, status="ok", reason=None, detail=None)
     cols: dict[str, list] = {}
+    stash = None
     try:
         record["bytes"], record["sha256"] = files.file_sha256(path)
         frame, stats = io.read_frame(path, ingest=config.ingest, min_size=config.sampling.patch_size)
