@@ -16,6 +16,9 @@ maximum of the reference H (a constant, no gradient) after clipping to
 [0, ``clip_max`` = 50] -- the released code's handling of HDR values above 1;
 without it the VGG input would exceed its training range by far. The mu-law
 images are normalised with the ImageNet mean and std that VGG was trained with.
+
+:class:`InpaintingLoss` is the loss of the inpainting pre-training (Liu et al. 2018,
+Sec. 3.3, with the weights of Santos' released code); see its docstring.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from hdrprep.errors import ConfigError
 from hdrprep.train.metrics import mu_law
 
 __all__ = ["VGG19_LAYERS", "POOL_INDICES", "vgg19_features", "load_vgg19", "gram", "SantosLoss",
-           "VGG_HELP"]
+           "InpaintingLoss", "dilated_holes", "masked_tv", "VGG_HELP"]
 
 # torchvision's vgg19 "E" configuration: numbers are 3x3 conv widths, "M" a 2x2 max-pool
 VGG19_LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
@@ -106,19 +109,12 @@ def gram(f: torch.Tensor) -> torch.Tensor:
     return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
-class SantosLoss(nn.Module):
-    """The training loss; ``vgg=None`` drops the perceptual terms (``--no-perceptual``).
+class _VGGLoss(nn.Module):
+    """A loss with optional VGG-19 pool1-3 features of images in [0, 1] (ImageNet-normalised inside)."""
 
-    Forward takes Y_hat, T, M, H, all (B, 3, H, W) float32, and returns a dict of
-    scalar tensors: ``total``, ``l_r``, ``l_vgg``, ``l_style`` (the last two 0 without VGG).
-    """
-
-    def __init__(self, vgg: nn.Module | None, lambda_r: float = 6.0, lambda_p: float = 1.0,
-                 lambda_vgg: float = 1.0, lambda_style: float = 120.0, mu: float = 500.0, clip_max: float = 50.0):
+    def __init__(self, vgg: nn.Module | None):
         super().__init__()
         self.vgg = vgg
-        self.lambda_r, self.lambda_p, self.lambda_vgg, self.lambda_style = lambda_r, lambda_p, lambda_vgg, lambda_style
-        self.mu, self.clip_max = mu, clip_max
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -131,6 +127,20 @@ class SantosLoss(nn.Module):
             if i in POOL_INDICES:
                 out.append(x)
         return out
+
+
+class SantosLoss(_VGGLoss):
+    """The training loss; ``vgg=None`` drops the perceptual terms (``--no-perceptual``).
+
+    Forward takes Y_hat, T, M, H, all (B, 3, H, W) float32, and returns a dict of
+    scalar tensors: ``total``, ``l_r``, ``l_vgg``, ``l_style`` (the last two 0 without VGG).
+    """
+
+    def __init__(self, vgg: nn.Module | None, lambda_r: float = 6.0, lambda_p: float = 1.0,
+                 lambda_vgg: float = 1.0, lambda_style: float = 120.0, mu: float = 500.0, clip_max: float = 50.0):
+        super().__init__(vgg)
+        self.lambda_r, self.lambda_p, self.lambda_vgg, self.lambda_style = lambda_r, lambda_p, lambda_vgg, lambda_style
+        self.mu, self.clip_max = mu, clip_max
 
     def forward(self, y_hat, ldr, mask, hdr) -> dict[str, torch.Tensor]:
         from hdrprep.train.model import reconstruct
@@ -150,3 +160,76 @@ class SantosLoss(nn.Module):
         l_style = sum(F.l1_loss(gram(a), gram(b)) for a, b in zip(f_out, f_ref))
         total = self.lambda_r * l_r + self.lambda_p * (self.lambda_vgg * l_vgg + self.lambda_style * l_style)
         return {"total": total, "l_r": l_r, "l_vgg": l_vgg, "l_style": l_style}
+
+
+def dilated_holes(mask: torch.Tensor) -> torch.Tensor:
+    """P of Liu et al. 2018 (Sec. 3.3, L_tv): the hole region (mask 0) dilated by one pixel (3x3, diagonals included).
+
+    mask : (B, C, H, W) binary float, 1 = valid -> float (B, C, H, W), 1 inside P.
+    """
+    return F.max_pool2d(1.0 - mask, 3, stride=1, padding=1).gt(0).to(mask.dtype)
+
+
+def masked_tv(image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Liu et al. 2018 (Sec. 3.3, L_tv): total variation of ``image`` over neighbours that both lie in ``region``.
+
+    sum over (i, j), (i, j+1) in P of |I(i, j+1) - I(i, j)| plus the same vertically,
+    divided by N = the number of elements of ``image`` (B C H W). Liu et al.'s code and
+    Santos' take the differences of ``P * I`` instead, which also penalises the value
+    of every pixel on the rim of P; the paper's pairs-inside-P form is used here.
+    """
+    dx = (image[..., :, 1:] - image[..., :, :-1]).abs() * (region[..., :, 1:] * region[..., :, :-1])
+    dy = (image[..., 1:, :] - image[..., :-1, :]).abs() * (region[..., 1:, :] * region[..., :-1, :])
+    return (dx.sum() + dy.sum()) / image.numel()
+
+
+class InpaintingLoss(_VGGLoss):
+    """The loss of Liu et al. 2018 (Sec. 3.3) for the inpainting pre-training; ``vgg=None`` drops perceptual and style.
+
+    With I_out the network's output, I_gt the photograph, M the binary mask (1 = valid)
+    and I_comp = M I_gt + (1 - M) I_out (the output with the known pixels put back)::
+
+        L = 1 L_valid + 6 L_hole + 0.05 L_perceptual + 120 L_style + 0.1 L_tv
+        L_valid = mean |M (I_out - I_gt)|,  L_hole = mean |(1 - M)(I_out - I_gt)|
+        L_perceptual = sum_p mean |phi_p(I_out) - phi_p(I_gt)| + mean |phi_p(I_comp) - phi_p(I_gt)|
+        L_style = sum_p mean |G_p(I_out) - G_p(I_gt)| + mean |G_p(I_comp) - G_p(I_gt)|
+        L_tv = masked_tv(I_comp, P),  P = the holes dilated by one pixel
+
+    "mean" divides by the element count (B C H W for images, B C^2 for Gram matrices
+    with G = phi^T phi / (C H W)): Liu's 1/N_{I_gt}, 1/N_{phi} and K_p normalisations,
+    and ``nn.L1Loss`` in the released code. The weights are those of Santos' released
+    ``InpaintingLoss`` (valid 1, hole 6, tv 0.1, prc 0.05, style 120), the same as
+    Liu's. Differences from that code: phi_p are VGG-19 (not VGG-16) features after
+    pool1-3, so that one weights file serves both stages; images are in [0, 1] and
+    ImageNet-normalised only on the way into VGG (the released code normalises the
+    data itself and takes the L1 terms in that space); TV as in :func:`masked_tv`.
+
+    Forward takes ``out``, ``mask``, ``gt``, all (B, 3, H, W) float32, and returns a dict
+    of scalar tensors: ``total``, ``l_valid``, ``l_hole``, ``l_tv``, ``l_perceptual``,
+    ``l_style`` (the last two 0 without VGG).
+    """
+
+    def __init__(self, vgg: nn.Module | None, lambda_valid: float = 1.0, lambda_hole: float = 6.0,
+                 lambda_tv: float = 0.1, lambda_perceptual: float = 0.05, lambda_style: float = 120.0):
+        super().__init__(vgg)
+        self.weights = {"l_valid": lambda_valid, "l_hole": lambda_hole, "l_tv": lambda_tv,
+                        "l_perceptual": lambda_perceptual, "l_style": lambda_style}
+
+    def forward(self, out: torch.Tensor, mask: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+        hole = 1.0 - mask
+        comp = mask * gt + hole * out
+        terms = {"l_valid": (mask * (out - gt)).abs().mean(), "l_hole": (hole * (out - gt)).abs().mean(),
+                 "l_tv": masked_tv(comp, dilated_holes(mask))}
+        zero = out.new_zeros(())
+        terms["l_perceptual"], terms["l_style"] = zero, zero
+        if self.vgg is not None:
+            # one VGG pass over the three images stacked
+            feats = self.features(torch.cat([out, comp, gt]))
+            b = out.shape[0]
+            for f in feats:
+                f_out, f_comp, f_gt = f[:b], f[b:2 * b], f[2 * b:]
+                g_out, g_comp, g_gt = gram(f_out), gram(f_comp), gram(f_gt)
+                terms["l_perceptual"] = terms["l_perceptual"] + F.l1_loss(f_out, f_gt) + F.l1_loss(f_comp, f_gt)
+                terms["l_style"] = terms["l_style"] + F.l1_loss(g_out, g_gt) + F.l1_loss(g_comp, g_gt)
+        terms["total"] = sum(self.weights[k] * v for k, v in terms.items())
+        return terms
