@@ -29,6 +29,7 @@ __all__ = [
     "IngestConfig",
     "MetricConfig",
     "OutputConfig",
+    "PretrainConfig",
     "SamplingConfig",
     "SelectConfig",
     "TrainConfig",
@@ -261,7 +262,11 @@ class TrainConfig:
     lambda_vgg: float = setting(1.0, "Weight of the VGG feature term.")
     lambda_style: float = setting(120.0, "Weight of the style (Gram) term.")
     mu: float = setting(500.0, "mu of the mu-law compressor in the perceptual terms.")
-    flips: bool = setting(True, "Random flips of training pairs.")
+    flips: Literal["h", "hv", "none"] = setting(
+        "h", "Random flips of training pairs: h = horizontal only (upside-down scenes are not in the test data), "
+             "hv = horizontal and vertical, none.")
+    crop: int = setting(0, "Train on random CROP x CROP windows of the stored patches (a multiple of 2**depth, "
+                           "at most the patch size); 0 = the whole patch.", min=0)
     seed: int = setting(0, "Seed of the weights, the validation split and the data stream.", min=0)
     val_fraction: float = setting(0.05, "Share of source frames (not pairs) held out for validation.")
     val_max_pairs: int = setting(64, "Most held-out pairs evaluated per validation.", min=1)
@@ -276,6 +281,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check(self.lr > 0, "lr", self.lr, "use a learning rate > 0")
         check(0 < self.lr_factor < 1, "lr_factor", self.lr_factor, "use a factor in (0, 1)")
+        stride = 2 ** min(self.depth, 30)
+        check(self.crop % stride == 0, "crop", self.crop,
+              f"use --crop 0 (whole patches) or a multiple of the network stride 2**depth = {stride} "
+              f"(depth {self.depth}), e.g. --crop {max(stride, self.crop // stride * stride)}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], saved: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -286,7 +295,9 @@ class TrainConfig:
         options : Mapping
             Field values; ``None`` = not given (the default, or the checkpoint's value).
         saved : Mapping, optional
-            The ``config`` of the checkpoint being resumed.
+            The ``config`` of the checkpoint being resumed. Checkpoints written before
+            ``flips`` became a choice hold a bool there: ``true`` is read as ``'hv'`` (what
+            it did then), ``false`` as ``'none'``.
 
         Raises
         ------
@@ -294,20 +305,83 @@ class TrainConfig:
             An unknown option or a bad value, or (resuming) an option other than the
             ``runtime`` ones that differs from the checkpoint's.
         """
-        given = {k: v for k, v in options.items() if v is not None}
-        new = load(cls, given)
-        if saved is None:
-            return new
-        with context("checkpoint config: "):
-            base = load(cls, saved)
-        runtime = sorted(f.name for f in fields(cls) if f.metadata.get("runtime"))
-        given = {k: getattr(new, k) for k in given}
-        clash = [k for k in sorted(given) if k not in runtime and getattr(base, k) != given[k]]
-        if clash:
-            clashes = ", ".join(f"{k}={given[k]!r} (checkpoint: {getattr(base, k)!r})" for k in clash)
-            raise ConfigError(f"--resume: option(s) {clashes} differ from the run being resumed; "
-                              f"only {', '.join(runtime)} may change")
-        return override(base, {k: v for k, v in given.items() if k in runtime})
+        if saved is not None and isinstance(saved.get("flips"), bool):
+            saved = {**saved, "flips": "hv" if saved["flips"] else "none"}
+        return _from_options(cls, options, saved)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Inpainting pre-training options (Santos et al. 2020, Sec. 3.3; ``hdrprep pretrain``).
+
+    Stage 1 of the two-stage recipe: the masked U-Net learns to fill irregular holes
+    of photographs (MIT Places in the paper) with the loss of Liu et al. 2018; ``hdrprep
+    train --init RUN/checkpoints/last.pt`` then fine-tunes it on HDR pairs. ``width``,
+    ``depth`` and ``seed`` mean what they mean in :class:`TrainConfig` (a checkpoint of
+    either kind builds its model from them). Fields marked ``runtime`` may change when a
+    run is resumed.
+    """
+
+    max_steps: int = setting(500_000, "Training steps in total (Santos: until convergence); a resumed run "
+                                      "continues up to it.", min=1, runtime=True)
+    batch_size: int = setting(4, "Images per step (Santos: 4).", min=1)
+    lr: float = setting(2e-4, "Adam learning rate (Santos: 2e-4 in both stages).")
+    beta1: float = setting(0.9, "Adam beta1.")
+    beta2: float = setting(0.999, "Adam beta2.")
+    width: int = setting(64, "Channels of the first U-Net level (must match the later `train`).", min=1)
+    depth: int = setting(7, "U-Net levels (must match the later `train`).", min=1)
+    crop: int = setting(256, "Side of the random square crops, a multiple of 2**depth; smaller images are "
+                             "scaled up to it (MIT Places images are 256x256).", min=1)
+    flips: Literal["h", "none"] = setting("h", "Random horizontal flips of the crops: h or none.")
+    hole_min: float = setting(0.1, "Smallest share of a crop the holes of a mask cover.", min=0.0)
+    hole_max: float = setting(0.6, "Largest share of a crop the holes of a mask cover.", min=0.0)
+    hole_value: float = setting(1.0, "Value of hole pixels in the network input (1 = like clipped pixels, "
+                                     "as in Santos' released code; 0 = image * mask).", min=0.0)
+    perceptual: bool = setting(True, "Add the VGG-19 perceptual and style terms to the loss.")
+    lambda_valid: float = setting(1.0, "Weight of the L1 loss on the valid pixels.", min=0.0)
+    lambda_hole: float = setting(6.0, "Weight of the L1 loss on the hole pixels.", min=0.0)
+    lambda_tv: float = setting(0.1, "Weight of the total variation on the dilated holes.", min=0.0)
+    lambda_perceptual: float = setting(0.05, "Weight of the VGG feature term.", min=0.0)
+    lambda_style: float = setting(120.0, "Weight of the style (Gram) term.", min=0.0)
+    seed: int = setting(0, "Seed of the weights, the image order, the crops and the masks.", min=0)
+    ckpt_every: int = setting(1000, "Steps between checkpoints (and preview PNGs).", min=1, runtime=True)
+    log_every: int = setting(10, "Steps between lines of log.jsonl.", min=1, runtime=True)
+    preview_items: int = setting(4, "Images in each preview PNG.", min=0, runtime=True)
+    num_workers: int = setting(2, "DataLoader worker processes.", min=0, runtime=True)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.", runtime=True)
+    amp: bool = setting(True, "Mixed precision on CUDA.")
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "lr", self.lr, "use a learning rate > 0")
+        check(0 <= self.hole_min <= self.hole_max < 1, "hole_min/hole_max", (self.hole_min, self.hole_max),
+              "use 0 <= --hole-min <= --hole-max < 1, e.g. 0.1 and 0.6")
+        stride = 2 ** min(self.depth, 30)
+        check(self.crop % stride == 0, "crop", self.crop,
+              f"use a --crop that is a multiple of the network stride 2**depth = {stride} (depth {self.depth}), "
+              f"e.g. --crop {max(stride, self.crop // stride * stride)}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], saved: Mapping[str, Any] | None = None) -> PretrainConfig:
+        """As :meth:`TrainConfig.from_options`, for a pre-training run."""
+        return _from_options(cls, options, saved)
+
+
+def _from_options(cls: type, options: Mapping[str, Any], saved: Mapping[str, Any] | None):
+    """A run's configuration from options (None = not given), checked against a resumed run's ``saved`` one."""
+    given = {k: v for k, v in options.items() if v is not None}
+    new = load(cls, given)
+    if saved is None:
+        return new
+    with context("checkpoint config: "):
+        base = load(cls, saved)
+    runtime = sorted(f.name for f in fields(cls) if f.metadata.get("runtime"))
+    given = {k: getattr(new, k) for k in given}
+    clash = [k for k in sorted(given) if k not in runtime and getattr(base, k) != given[k]]
+    if clash:
+        clashes = ", ".join(f"{k}={given[k]!r} (checkpoint: {getattr(base, k)!r})" for k in clash)
+        raise ConfigError(f"--resume: option(s) {clashes} differ from the run being resumed; "
+                          f"only {', '.join(runtime)} may change")
+    return override(base, {k: v for k, v in given.items() if k in runtime})
 
 
 def _preset_dirs() -> list[Path]:

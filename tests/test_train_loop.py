@@ -31,7 +31,7 @@ def test_tiny_model_overfits_a_few_pairs(tmp_path):
 
     make_tiny_store(tmp_path / "s.zarr", n=4, size=64)
     train(tmp_path / "s.zarr", tmp_path / "run", no_perceptual=True, max_steps=60, val_fraction=0.0,
-          log_every=1, lr=2e-3, flips=False, **TINY)
+          log_every=1, lr=2e-3, flips="none", **TINY)
     loss = [r["loss"] for r in read_log(tmp_path / "run", "train")]
     assert len(loss) == 60 and all(np.isfinite(loss))
     assert np.mean(loss[-5:]) < np.mean(loss[:5]) / 3, loss
@@ -133,3 +133,59 @@ def test_predict_any_size_writes_exr(store, tmp_path):
         predict(res["last"], tmp_path / "in.png", tmp_path / "out.tif")
     with pytest.raises(ConfigError, match="unsupported file type"):
         predict(res["last"], tmp_path / "out.exr", tmp_path / "x.exr")
+
+
+def test_crop_and_flips_in_training(store, tmp_path, monkeypatch):
+    """--crop trains on windows (validation stays on whole patches), resumes exactly; default flips are
+    horizontal only; bad crops are refused."""
+    from hdrprep.errors import ConfigError
+    from hdrprep.train import loop
+
+    seen = []
+    expand = loop.expand_batch
+
+    def spy(batch, alpha, device):
+        out = expand(batch, alpha, device)
+        seen.append((batch["flip"].clone(), tuple(out[0].shape)))
+        return out
+
+    monkeypatch.setattr(loop, "expand_batch", spy)
+    opts = dict(no_perceptual=True, crop=32, val_fraction=0.25, val_every=2, log_every=1, preview_pairs=1, **TINY)
+    whole = loop.train(store, tmp_path / "a", max_steps=4, **opts)
+    flips = torch.cat([f for f, shape in seen if shape[-1] == 32])
+    assert {shape for _, shape in seen} == {(4, 3, 32, 32), (3, 3, 64, 64)}  # training windows, whole val patches
+    assert len(flips) == 16 and not flips[:, 1].any() and flips[:, 0].any()  # 'h': never upside down
+    loop.train(store, tmp_path / "b", max_steps=2, **opts)
+    resumed = loop.train(store, tmp_path / "b", max_steps=4, resume=True, **opts)
+    a, b = loop.load_checkpoint(whole["last"]), loop.load_checkpoint(resumed["last"])
+    assert a["config"]["crop"] == 32 and a["config"]["flips"] == "h"
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    import cv2
+
+    preview = cv2.imread(str(tmp_path / "a" / "previews" / "step_0000002.png"))
+    assert preview.shape == (64, 3 * 64, 3)  # validation previews show whole 64 px patches
+    with pytest.raises(ConfigError, match=r"'crop'.*multiple of the network stride 2\*\*depth = 8"):
+        loop.train(store, tmp_path / "c", no_perceptual=True, crop=20, max_steps=1, **TINY)
+    with pytest.raises(ConfigError, match=r"--crop.*64 px patches"):
+        loop.train(store, tmp_path / "c", no_perceptual=True, crop=128, max_steps=1, **TINY)
+    with pytest.raises(ConfigError, match="flips='hv'.*checkpoint: 'h'"):
+        loop.train(store, tmp_path / "b", max_steps=5, resume=True, **{**opts, "flips": "hv"})
+
+
+def test_resume_reads_a_checkpoint_from_before_flips_was_a_choice(store, tmp_path):
+    """A saved flips: true is 'hv' (what it meant), false is 'none'; no crop."""
+    from hdrprep.config import TrainConfig
+    from hdrprep.train.loop import load_checkpoint, save_checkpoint, train
+
+    res = train(store, tmp_path / "run", no_perceptual=True, max_steps=1, val_fraction=0.0, flips="hv", **TINY)
+    ckpt = load_checkpoint(res["last"])
+    for old, new in ((True, "hv"), (False, "none")):
+        saved = {k: v for k, v in ckpt["config"].items() if k != "crop"}
+        saved["flips"] = old  # the config of an older checkpoint
+        cfg = TrainConfig.from_options({"max_steps": 2}, saved)
+        assert cfg.flips == new and cfg.crop == 0 and cfg.max_steps == 2
+    saved = {k: v for k, v in ckpt["config"].items() if k != "crop"}
+    save_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", {**ckpt, "config": {**saved, "flips": True}})
+    assert train(store, tmp_path / "run", no_perceptual=True, max_steps=2, val_fraction=0.0, resume=True,
+                 **TINY)["step"] == 2
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["config"]["flips"] == "hv"

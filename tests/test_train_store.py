@@ -91,20 +91,63 @@ def test_stream_is_a_function_of_seed_and_position():
     assert whole[10:30] == list(StreamSampler(rows, seed=4, start=10, count=20))
     assert sorted(k[0] for k in whole[:7]) == rows.tolist()  # each epoch is a permutation
     assert whole != list(StreamSampler(rows, seed=5, start=0, count=30))
-    assert {k[1] for k in whole} == {0, 1}
+    assert {k[1] for k in whole} == {0, 1} and {k[2] for k in whole} == {0, 1}
+    assert whole == list(StreamSampler(rows, seed=4, start=0, count=30, flips="hv"))  # the default, as before
+    assert whole == list(StreamSampler(rows, seed=4, start=0, count=30, flips=True))  # a bool of old configs
+    # 'h': the same order and horizontal flips, never a vertical one; 'none': no flips
+    h = list(StreamSampler(rows, seed=4, start=0, count=30, flips="h"))
+    assert h == [(r, fh, 0) for r, fh, _ in whole]
+    assert list(StreamSampler(rows, seed=4, start=0, count=30, flips=False)) == [(r, 0, 0) for r, _, _ in whole]
+    # a crop adds the window's corner, from its own stream: order and flips unchanged
+    cropped = list(StreamSampler(rows, seed=4, start=0, count=30, flips="h", crop=32, patch_size=128))
+    assert [k[:3] for k in cropped] == h
+    corners = np.array([k[3:] for k in cropped])
+    assert corners.min() >= 0 and corners.max() <= 96 and len(set(map(tuple, corners))) > 20
+    assert cropped[10:] == list(StreamSampler(rows, seed=4, start=10, count=20, flips="h", crop=32, patch_size=128))
+    assert list(StreamSampler(rows, 4, 0, 30, crop=128, patch_size=128)) == whole  # a crop of the whole patch
+    from hdrprep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--flips"):
+        StreamSampler(rows, 4, 0, 30, flips="v")
+    with pytest.raises(ConfigError, match="--crop"):
+        StreamSampler(rows, 4, 0, 30, crop=256, patch_size=128)
+
+
+def test_cropped_items_are_windows_flipped_after_the_cut(tiny_store):
+    from hdrprep.errors import ConfigError
+    from hdrprep.train.dataset import PairDataset, read_store_info
+
+    path, ldr, hdr = tiny_store
+    info = read_store_info(path)
+    ds = PairDataset(info, crop=48)
+    item = ds[(5, 1, 0, 10, 70)]  # rows 10..57, columns 70..117, mirrored left-right
+    assert item["ldr"].shape == item["hdr"].shape == item["mask"].shape == (3, 48, 48)
+    np.testing.assert_array_equal(item["ldr"].permute(1, 2, 0).numpy(),
+                                  ldr[5, 10:58, 70:118][:, ::-1] / np.float32(255))
+    np.testing.assert_array_equal(item["hdr"].permute(1, 2, 0).numpy(), hdr[5, 10:58, 70:118][:, ::-1])
+    item = ds[(5, 0, 1, 80, 0)]
+    np.testing.assert_array_equal(item["hdr"].permute(1, 2, 0).numpy(), hdr[5, 80:128, 0:48][::-1])
+    # the same row twice in a batch, two windows: read once, cut twice
+    batch = ds.read_batch([(3, 0, 0, 0, 0), (7, 0, 0, 1, 2), (3, 0, 0, 80, 80)])
+    np.testing.assert_array_equal(batch["hdr"][2].permute(1, 2, 0).numpy(), hdr[3, 80:, 80:])
+    np.testing.assert_array_equal(batch["hdr"][1].permute(1, 2, 0).numpy(), hdr[7, 1:49, 2:50])
+    with pytest.raises(IndexError, match="crop corners"):
+        ds[(5, 0, 0, 81, 0)]
+    with pytest.raises(ConfigError, match="--crop"):
+        PairDataset(info, crop=256)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("compact", [False, True])
-def test_batches_identical_with_0_1_and_2_workers(tiny_store, compact):
+@pytest.mark.parametrize("compact,crop", [(False, 0), (True, 0), (True, 64)])
+def test_batches_identical_with_0_1_and_2_workers(tiny_store, compact, crop):
     from hdrprep.train.dataset import PairDataset, StreamSampler, make_loader, read_store_info
 
     info = read_store_info(tiny_store[0])
-    ds = PairDataset(info, compact=compact)
-    ds[0]  # a handle opened in the parent must not leak into the workers
+    ds = PairDataset(info, compact=compact, crop=crop)
+    ds[(0, 0, 0, 0, 0)]  # a handle (and a crop's scratch pair) opened in the parent must not leak into the workers
 
     def batches(workers):
-        sampler = StreamSampler(np.arange(12), seed=7, start=2, count=20)
+        sampler = StreamSampler(np.arange(12), seed=7, start=2, count=20, crop=crop, patch_size=info.patch_size)
         return list(make_loader(ds, sampler, batch_size=4, num_workers=workers))
 
     # one worker fills its 4 shared slots more than once: batches kept by the caller must not change
@@ -115,26 +158,32 @@ def test_batches_identical_with_0_1_and_2_workers(tiny_store, compact):
                                               else {"ldr", "hdr", "mask", "row"})
         for k in x:
             assert torch.equal(x[k], y[k]) and torch.equal(x[k], z[k])
+        assert x["ldr"].shape[1 if compact else 2] == (crop or 128)
 
 
-def test_compact_batches_expand_to_the_float_items(tiny_store):
+@pytest.mark.parametrize("crop", [0, 64])
+def test_compact_batches_expand_to_the_float_items(tiny_store, crop):
     from hdrprep.train.dataset import PairDataset, StreamSampler, expand_batch, make_loader, read_store_info
 
     info = read_store_info(tiny_store[0])
-    keys = list(StreamSampler(np.arange(12), seed=1, start=0, count=8))
-    keys += [(keys[0][0], 1 - keys[0][1], 1), (keys[0][0], 0, 0)]  # a row twice more: read once, flipped apart
-    assert {k[1:] for k in keys} == {(0, 0), (0, 1), (1, 0), (1, 1)}
-    full = next(iter(make_loader(PairDataset(info), keys, batch_size=10)))
-    small = next(iter(make_loader(PairDataset(info, compact=True), keys, batch_size=10)))
-    # compact: the pairs exactly as stored, unflipped, HWC; the flips travel as flags
+    keys = list(StreamSampler(np.arange(12), seed=1, start=0, count=8, crop=crop, patch_size=128))
+    # a row twice more: read once, flipped apart (and with a crop, cut at two other corners)
+    keys += [(keys[0][0], 1 - keys[0][1], 1) + ((64, 0) if crop else ()),
+             (keys[0][0], 0, 0) + ((0, 64) if crop else ())]
+    assert {k[1:3] for k in keys} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    full = next(iter(make_loader(PairDataset(info, crop=crop), keys, batch_size=10)))
+    small = next(iter(make_loader(PairDataset(info, compact=True, crop=crop), keys, batch_size=10)))
+    # compact: the pairs exactly as stored (cut, with a crop), unflipped, HWC; the flips travel as flags
     _, ldr, hdr = tiny_store
-    rows = [k[0] for k in keys]
+    s = crop or 128
+    win = [(k[0], slice(k[3], k[3] + s) if crop else slice(None), slice(k[4], k[4] + s) if crop else slice(None))
+           for k in keys]
     assert small["ldr"].dtype == torch.uint8 and small["hdr"].dtype == torch.float16
-    assert np.array_equal(small["ldr"].numpy(), ldr[rows])
-    assert np.array_equal(small["hdr"].numpy(), hdr[rows].astype(np.float16))
-    assert small["flip"].dtype == torch.bool and small["flip"].tolist() == [[bool(f) for f in k[1:]] for k in keys]
+    assert np.array_equal(small["ldr"].numpy(), np.stack([ldr[w] for w in win]))
+    assert np.array_equal(small["hdr"].numpy(), np.stack([hdr[w] for w in win]).astype(np.float16))
+    assert small["flip"].dtype == torch.bool and small["flip"].tolist() == [[bool(f) for f in k[1:3]] for k in keys]
     for a, b in zip(expand_batch(small, info.mask_alpha), expand_batch(full, info.mask_alpha)):
-        assert a.dtype == b.dtype == torch.float32 and a.shape == (10, 3, 128, 128) and a.is_contiguous()
+        assert a.dtype == b.dtype == torch.float32 and a.shape == (10, 3, s, s) and a.is_contiguous()
         assert torch.equal(a, b)
 
 

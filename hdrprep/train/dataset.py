@@ -5,8 +5,9 @@ The store (see :mod:`hdrprep.schema`) is a Zarr v3 group with ``ldr`` uint8 (N, 
 but recomputed from the LDR with the build's ``camera.mask_alpha``.
 
 Randomness follows "sample parameters, then apply": :class:`StreamSampler`
-turns (seed, stream position) into (row, flip_h, flip_v) keys, and the Dataset
-(for compact batches, :func:`expand_batch`) applies them deterministically. The
+turns (seed, stream position) into (row, flip_h, flip_v) keys, or with a crop
+(row, flip_h, flip_v, y, x) keys, and the Dataset (for compact batches,
+:func:`expand_batch`) applies them deterministically. The
 batches therefore depend only on the seed and the position, never on the number
 of DataLoader workers, and a resumed run restarts the stream at ``step * batch_size``.
 """
@@ -117,25 +118,40 @@ def split_by_source(info: StoreInfo, val_fraction: float, seed: int) -> tuple[np
 class PairDataset(torch.utils.data.Dataset):
     """(LDR, HDR, mask) pairs of a store as float32 CHW tensors, read a batch at a time.
 
-    Items are addressed by a key: a row number, or a tuple
-    ``(row, flip_h, flip_v)`` as yielded by :class:`StreamSampler`.
+    Items are addressed by a key: a row number, or a tuple ``(row, flip_h, flip_v)``,
+    or with ``crop`` ``(row, flip_h, flip_v, y, x)``, as yielded by :class:`StreamSampler`.
     Shards are opened lazily in each process (never shared across fork).
 
     ``dataset[key]`` gives one item, :meth:`read_batch` a batch of them stacked:
-    ``ldr`` (B, 3, P, P) float32 in [0, 1]; ``hdr`` (B, 3, P, P) float32 >= 0, linear,
-    1.0 = LDR clipping point; ``mask`` (B, 3, P, P) float32 in [0, 1]; ``row`` (B,) int64
-    (one item: the same without the leading B).
+    ``ldr`` (B, 3, S, S) float32 in [0, 1]; ``hdr`` (B, 3, S, S) float32 >= 0, linear,
+    1.0 = LDR clipping point; ``mask`` (B, 3, S, S) float32 in [0, 1]; ``row`` (B,) int64
+    (one item: the same without the leading B). S is ``crop``, or the patch size P.
+
+    With ``crop`` each item is the S x S window of the stored pair whose top-left
+    corner is (y, x) of its key (0, 0 for shorter keys), cut before the flips: a
+    horizontal flip mirrors the window, not the patch.
 
     With ``compact=True`` items hold the pairs exactly as stored instead, unflipped:
-    ``ldr`` uint8 and ``hdr`` float16 (B, P, P, 3), ``flip`` bool (B, 2) (horizontal,
+    ``ldr`` uint8 and ``hdr`` float16 (B, S, S, 3), ``flip`` bool (B, 2) (horizontal,
     vertical) and ``row``; no mask. DataLoader workers then only decode (a quarter of
     the bytes of the float form, no per-pair copy), and :func:`expand_batch` flips and
     permutes them into the float32 form above (bit-identical), on the training device.
+
+    Parameters
+    ----------
+    info : StoreInfo
+    compact : bool
+    crop : int
+        Side S of the windows, 1 <= S <= P; 0 (or P) = whole patches.
     """
 
-    def __init__(self, info: StoreInfo, compact: bool = False):
+    def __init__(self, info: StoreInfo, compact: bool = False, crop: int = 0):
+        if not 0 <= crop <= info.patch_size:
+            raise ConfigError(f"invalid value {crop!r} for 'crop' (--crop): the store's patches are "
+                              f"{info.patch_size} px; use 0 (whole patches) or a size up to {info.patch_size}")
         self.info = info
         self.compact = compact
+        self.size = crop or info.patch_size
         # the mask of each 8-bit level, computed by the same soft_mask that expand_batch applies
         levels = torch.arange(256, dtype=torch.float32) / 255.0
         self._mask_lut = soft_mask(levels, info.mask_alpha).numpy()
@@ -158,6 +174,7 @@ class PairDataset(torch.utils.data.Dataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_reader"], state["_pid"] = None, None
+        state.pop("_scratch_pair", None), state.pop("_scratch_pid", None)
         return state
 
     def __getitem__(self, key):
@@ -165,46 +182,68 @@ class PairDataset(torch.utils.data.Dataset):
 
     def read_batch(self, keys) -> dict:
         """Read and stack the items of ``keys`` (row numbers or (row, flip_h, flip_v) tuples)."""
-        p = self.info.patch_size
+        p = self.size
         ldr8 = torch.empty((len(keys), p, p, 3), dtype=torch.uint8)
         hdr16 = torch.empty((len(keys), p, p, 3), dtype=torch.float16)
         rows, flips = self.read_into(keys, ldr8.numpy(), hdr16.numpy())
         return self.finish(ldr8, hdr16, rows, flips)
 
     def read_into(self, keys, ldr8: np.ndarray, hdr16: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Decode the stored pairs of ``keys`` into ``ldr8`` uint8 and ``hdr16`` float16 (B, P, P, 3).
+        """Decode the stored pairs of ``keys`` into ``ldr8`` uint8 and ``hdr16`` float16 (B, S, S, 3).
 
-        The arrays are filled as stored (HWC, unflipped), each pair decoded straight into
-        its place; rows are read in ascending order and a pair asked for twice is read once.
+        The arrays are filled as stored (HWC, unflipped); rows are read in ascending order
+        and a pair asked for twice is read once. Whole patches are decoded straight into
+        their place; with a crop each pair is decoded once into a per-process scratch
+        pair and its windows copied out.
 
         Returns
         -------
         rows : int64 (B,)
         flips : bool (B, 2), (horizontal, vertical) flip of each item, applied by :meth:`finish`
         """
-        keys = [(int(k), 0, 0) if np.isscalar(k) else tuple(int(v) for v in k) for k in keys]
+        keys = [(int(k), 0, 0, 0, 0) if np.isscalar(k) else tuple(int(v) for v in k) + (0, 0) for k in keys]
         rows = np.array([k[0] for k in keys], dtype=np.int64)
         if len(keys) == 0 or rows.min() < 0 or rows.max() >= self.info.n_pairs:
             raise IndexError(f"rows must be in 0..{self.info.n_pairs - 1}, got {rows.tolist()}")
-        flips = np.array([k[1:] for k in keys], dtype=bool).reshape(len(keys), 2)
+        flips = np.array([k[1:3] for k in keys], dtype=bool).reshape(len(keys), 2)
+        p, s = self.info.patch_size, self.size
+        corners = np.array([k[3:5] for k in keys], dtype=np.int64).reshape(len(keys), 2)
+        if corners.min() < 0 or corners.max() > p - s:
+            raise IndexError(f"crop corners must be in 0..{p - s} for {s} px windows of {p} px patches, "
+                             f"got {corners.tolist()}")
         reader = self._open()
         first = {}
         for i in np.argsort(rows, kind="stable"):
             j = first.setdefault(rows[i], i)
-            if j == i:
-                reader.read_into(rows[i], ldr8[i], hdr16[i])
-            else:
-                ldr8[i], hdr16[i] = ldr8[j], hdr16[j]
+            if s == p:
+                if j == i:
+                    reader.read_into(rows[i], ldr8[i], hdr16[i])
+                else:
+                    ldr8[i], hdr16[i] = ldr8[j], hdr16[j]
+                continue
+            if j == i:  # rows come in ascending order: the scratch pair holds this row from here on
+                reader.read_into(rows[i], *self._scratch())
+            full_ldr, full_hdr = self._scratch()
+            y, x = corners[i]
+            ldr8[i], hdr16[i] = full_ldr[y:y + s, x:x + s], full_hdr[y:y + s, x:x + s]
         return rows, flips
 
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """One whole stored pair's buffers (P, P, 3), allocated once per process, for cropping."""
+        if getattr(self, "_scratch_pid", None) != os.getpid():
+            p = self.info.patch_size
+            self._scratch_pair = (np.empty((p, p, 3), np.uint8), np.empty((p, p, 3), np.float16))
+            self._scratch_pid = os.getpid()
+        return self._scratch_pair
+
     def finish(self, ldr8: torch.Tensor, hdr16: torch.Tensor, rows: np.ndarray, flips: np.ndarray) -> dict:
-        """The batch dict of stored (B, P, P, 3) pairs: as they are if compact, else flipped float32 CHW."""
+        """The batch dict of stored (B, S, S, 3) pairs: as they are if compact, else flipped float32 CHW."""
         rows = torch.from_numpy(rows)
         if self.compact:
             return {"ldr": ldr8, "hdr": hdr16, "flip": torch.from_numpy(flips), "row": rows}
         # flipped CHW copies of the stored types, then numpy division and a lookup table:
         # a path independent of expand_batch's torch ops
-        n, p = len(rows), self.info.patch_size
+        n, p = len(rows), self.size
         ldr8_chw, hdr16_chw = np.empty((n, 3, p, p), np.uint8), np.empty((n, 3, p, p), np.float16)
         for i, (fh, fv) in enumerate(flips):
             view = (slice(None, None, -1 if fv else 1), slice(None, None, -1 if fh else 1))
@@ -218,16 +257,40 @@ class PairDataset(torch.utils.data.Dataset):
 class StreamSampler(torch.utils.data.Sampler):
     """An endless, seeded stream of keys over ``rows``, cut to [start, start + count).
 
-    Epoch e is the permutation ``default_rng([seed, e])`` of ``rows``; with
-    ``flips`` each position also gets a horizontal and a vertical flip bit from
-    ``default_rng([seed, e, 1])``. Position p of the stream is thus a pure
-    function of (seed, p), which is what makes resume exact.
+    Epoch e is the permutation ``default_rng([seed, e])`` of ``rows``. Each position
+    also gets a horizontal and a vertical flip bit, both drawn from
+    ``default_rng([seed, e, 1])``; ``flips`` then keeps both (``'hv'``), the horizontal
+    one (``'h'``: the vertical bit is set to 0) or neither (``'none'``). Drawing both
+    whatever the choice keeps the order and the horizontal flips of a seed the same
+    under every choice. With ``crop`` < ``patch_size`` each position also gets the
+    top-left corner (y, x) of its window, uniform in [0, patch_size - crop], from
+    ``default_rng([seed, e, 2])``; keys are then (row, flip_h, flip_v, y, x), else
+    (row, flip_h, flip_v). Position p of the stream is thus a pure function of
+    (seed, p), which is what makes resume exact and the batches independent of the
+    number of DataLoader workers.
+
+    Parameters
+    ----------
+    rows : int array, the rows to draw from
+    seed, start, count : int
+    flips : 'h', 'hv', 'none', or a bool (True = 'hv', False = 'none', their meaning before the choice)
+    crop, patch_size : int
+        Window side and the stored patch side; crop 0 = whole patches.
     """
 
-    def __init__(self, rows: np.ndarray, seed: int, start: int, count: int, flips: bool = True):
+    def __init__(self, rows: np.ndarray, seed: int, start: int, count: int, flips: bool | str = "hv",
+                 crop: int = 0, patch_size: int = 0):
         if len(rows) == 0:
             raise ConfigError("no training pairs left after the validation split; lower val_fraction")
+        if isinstance(flips, bool):
+            flips = "hv" if flips else "none"
+        if flips not in ("h", "hv", "none"):
+            raise ConfigError(f"invalid value {flips!r} for 'flips' (--flips): use h, hv or none")
+        if crop and not 0 < crop <= patch_size:
+            raise ConfigError(f"invalid value {crop!r} for 'crop' (--crop): use a size up to the patch size "
+                              f"{patch_size}, or 0 for whole patches")
         self.rows, self.seed, self.start, self.count, self.flips = np.asarray(rows), seed, start, count, flips
+        self.crop, self.patch_size = (crop if crop < patch_size else 0), patch_size
 
     def __len__(self) -> int:
         return self.count
@@ -238,16 +301,25 @@ class StreamSampler(torch.utils.data.Sampler):
         while pos < end:
             epoch, offset = divmod(pos, n)
             order = self.rows[np.random.default_rng([self.seed, epoch]).permutation(n)]
-            flip = (np.random.default_rng([self.seed, epoch, 1]).integers(0, 2, (n, 2))
-                    if self.flips else np.zeros((n, 2), dtype=np.int64))
+            flip = np.random.default_rng([self.seed, epoch, 1]).integers(0, 2, (n, 2))
+            if self.flips != "hv":
+                flip[:, 1] = 0
+            if self.flips == "none":
+                flip[:, 0] = 0
             take = min(n - offset, end - pos)
-            for i in range(offset, offset + take):
-                yield int(order[i]), int(flip[i, 0]), int(flip[i, 1])
+            if self.crop:
+                corner = np.random.default_rng([self.seed, epoch, 2]).integers(0, self.patch_size - self.crop + 1,
+                                                                              (n, 2))
+                for i in range(offset, offset + take):
+                    yield int(order[i]), int(flip[i, 0]), int(flip[i, 1]), int(corner[i, 0]), int(corner[i, 1])
+            else:
+                for i in range(offset, offset + take):
+                    yield int(order[i]), int(flip[i, 0]), int(flip[i, 1])
             pos += take
 
 
 def expand_batch(batch: dict, mask_alpha: float, device: torch.device | str = "cpu") -> tuple:
-    """(ldr, hdr, mask) float32 (B, 3, P, P), C-contiguous, on ``device`` from a batch of either item form.
+    """(ldr, hdr, mask) float32 (B, 3, S, S), C-contiguous, on ``device`` from a batch of either item form.
 
     A compact batch (stored HWC pairs and their ``flip`` flags) is moved as it is and
     flipped, permuted to CHW and converted there: on a GPU that costs nothing next to
@@ -263,7 +335,7 @@ def expand_batch(batch: dict, mask_alpha: float, device: torch.device | str = "c
 
 
 def _oriented_float(x: torch.Tensor, flips: list) -> torch.Tensor:
-    """float32 (B, 3, P, P) from (B, P, P, 3), item i flipped as ``flips[i]`` = (horizontal, vertical)."""
+    """float32 (B, 3, S, S) from (B, S, S, 3), item i flipped as ``flips[i]`` = (horizontal, vertical)."""
     b, p, _, c = x.shape
     out = torch.empty((b, c, p, p), dtype=torch.float32, device=x.device)
     chw = x.permute(0, 3, 1, 2)
@@ -299,11 +371,11 @@ class _SlotBatches(torch.utils.data.Dataset):
     ``busy[w, s]`` is set by worker ``w`` when it fills slot ``s`` and cleared by the
     main process once it has taken the batch out. (Fresh shared memory for every batch,
     what torch's collation does, costs more than decoding the pairs on the VMs measured.)
-    Slots hold pairs as stored, (P, P, 3), so that workers decode straight into them.
+    Slots hold pairs as stored, (S, S, 3) (S = the dataset's window side), so that workers decode into them.
     """
 
     def __init__(self, dataset: PairDataset, workers: int, slots: int, batch_size: int):
-        p = dataset.info.patch_size
+        p = dataset.size
         _check_shared_memory(workers * slots * batch_size * p * p * 3 * (1 + 2), workers, batch_size)
         self.dataset = dataset
         self.ldr = torch.empty((workers, slots, batch_size, p, p, 3), dtype=torch.uint8).share_memory_()
@@ -374,8 +446,8 @@ def make_loader(dataset: PairDataset, sampler, batch_size: int, num_workers: int
     ``sampler`` is a :class:`StreamSampler` or any sequence of keys, cut into batches of
     ``batch_size`` (the last one may be shorter). A batch is read whole by one process (a
     DataLoader worker, or the main process if ``num_workers`` is 0), with no per-item
-    collation. Batches are dicts of stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, P, P)
-    float32, ``row`` (B,) int64; compact datasets: ``ldr`` uint8 and ``hdr`` float16 (B, P, P, 3)
+    collation. Batches are dicts of stacked tensors (``ldr``, ``hdr``, ``mask`` (B, 3, S, S)
+    float32, ``row`` (B,) int64; compact datasets: ``ldr`` uint8 and ``hdr`` float16 (B, S, S, 3)
     as stored, ``flip`` bool (B, 2), ``row``, for :func:`expand_batch`), owned by the caller.
     """
     if num_workers < 0:

@@ -70,19 +70,31 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return ckpt
 
 
-def _load_init(model: MaskedUNet, path) -> None:
-    """Start weights from an hdrprep checkpoint or a plain state dict of the same architecture."""
+def _read_init(path) -> tuple[dict, dict | None]:
+    """The model weights of ``--init`` and, for an hdrprep checkpoint (``train`` or ``pretrain``), its config.
+
+    A plain state dict of a MaskedUNet gives (state dict, None).
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(f"--init {path}: cannot be read as a weights-only torch file ({exc})") from exc
     if isinstance(state, dict) and "model" in state:
-        state = state["model"]
+        config = state.get("config")
+        return state["model"], (config if isinstance(config, dict) else None)
+    return state, None
+
+
+def _load_init(model: MaskedUNet, state, path, config: dict | None = None) -> None:
+    """Start from the weights of ``--init`` (from :func:`_read_init`); ConfigError if they do not fit ``model``."""
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
+        trained = (f"it was trained with width={config['width']}, depth={config['depth']}: drop --width/--depth "
+                   "(they are then taken from --init) or pass those" if config and "width" in config and
+                   "depth" in config else "pass the --width/--depth it was trained with")
         raise ConfigError(f"--init {path}: weights do not fit a MaskedUNet(width={model.width}, depth={model.depth}); "
-                          f"pass the --width/--depth it was trained with ({str(exc).splitlines()[0]})") from exc
+                          f"{trained} ({str(exc).splitlines()[0]})") from exc
 
 
 def _device(name: str) -> torch.device:
@@ -140,7 +152,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
     data : store folder written by ``hdrprep build`` (Zarr v3 group + index.parquet)
     out : run folder (created); refuses to overwrite a run unless ``resume``
     resume : continue ``out/checkpoints/last.pt`` exactly (same next step as an uninterrupted run)
-    init : checkpoint whose model weights start a new run (e.g. an inpainting-pretrained model)
+    init : checkpoint whose model weights start a new run (e.g. ``hdrprep pretrain``'s
+        ``checkpoints/last.pt``); ``width`` and ``depth`` not given are taken from its config
     vgg_weights : torchvision VGG-19 state dict (required unless ``no_perceptual``)
     no_perceptual : train with the reconstruction loss only
     progress : show a tqdm bar with loss and pairs/s
@@ -167,23 +180,35 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
                           "or choose a new --out")
     if no_perceptual:
         options["perceptual"] = False
+    init_state = init_config = None
+    if init is not None:
+        init_state, init_config = _read_init(init)
+        for key in ("width", "depth"):  # the architecture of the weights, unless asked otherwise
+            if options.get(key) is None and init_config is not None and key in init_config:
+                options[key] = int(init_config[key])
     cfg = TrainConfig.from_options(options, None if ckpt is None else ckpt["config"])
     device = _device(cfg.device)
     use_amp = cfg.amp and device.type == "cuda"
 
     info = read_store_info(data)
+    if cfg.crop > info.patch_size:
+        raise ConfigError(f"invalid value {cfg.crop} for 'crop' (--crop): {data} holds {info.patch_size} px "
+                          f"patches; use a crop up to {info.patch_size} (a multiple of {2 ** cfg.depth}) or 0")
     if ckpt is not None and ckpt["data"]["n_pairs"] != info.n_pairs:
         raise ConfigError(f"--resume: the run was trained on {ckpt['data']['n_pairs']} pairs, {data} has "
                           f"{info.n_pairs}; resume on the same store")
     train_rows, val_rows = split_by_source(info, cfg.val_fraction, cfg.seed)
     val_rows = val_rows[: cfg.val_max_pairs]
-    dataset = PairDataset(info, compact=True)  # workers ship uint8/float16; floats are made on the device
+    # workers ship uint8/float16; floats are made on the device. Validation always sees whole
+    # patches, so that its numbers do not depend on --crop
+    dataset = PairDataset(info, compact=True, crop=cfg.crop)
+    val_dataset = PairDataset(info, compact=True)
 
     vgg = load_vgg19(vgg_weights) if cfg.perceptual else None
     loss_fn = SantosLoss(vgg, cfg.lambda_r, cfg.lambda_p, cfg.lambda_vgg, cfg.lambda_style, cfg.mu).to(device)
     model = build_model(dataclasses.asdict(cfg))
     if init is not None:
-        _load_init(model, init)
+        _load_init(model, init_state, init, init_config)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_factor,
@@ -201,8 +226,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
     data_meta = {"path": str(Path(data).resolve()), "format_version": FORMAT_VERSION,
                  "mask_alpha": info.mask_alpha, "n_pairs": info.n_pairs, "patch_size": info.patch_size}
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "config.json", json.dumps({"train": dataclasses.asdict(cfg), "data": data_meta,
-                                                        "package_version": __version__}, indent=2).encode())
+    run_meta = {"train": dataclasses.asdict(cfg), "data": data_meta, "package_version": __version__}
+    if init is not None:
+        run_meta["init"] = str(Path(init).resolve())
+    atomic_write_bytes(out / "config.json", json.dumps(run_meta, indent=2).encode())
 
     def checkpoint(path: Path) -> None:
         save_checkpoint(path, {
@@ -213,7 +240,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
         })
 
     sampler = StreamSampler(train_rows, cfg.seed, start=step * cfg.batch_size,
-                            count=max(0, cfg.max_steps - step) * cfg.batch_size, flips=cfg.flips)
+                            count=max(0, cfg.max_steps - step) * cfg.batch_size, flips=cfg.flips,
+                            crop=cfg.crop, patch_size=info.patch_size)
     loader = make_loader(dataset, sampler, cfg.batch_size, cfg.num_workers, pin_memory=device.type == "cuda")
     result: dict = {}
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
@@ -250,7 +278,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
             # on schedule only: an extra validation at the end of a shorter run would step the
             # lr scheduler and make a resumed run differ from an uninterrupted one
             if len(val_rows) and step % cfg.val_every == 0:
-                result = _validate(model, loss_fn, dataset, val_rows, cfg, device,
+                result = _validate(model, loss_fn, val_dataset, val_rows, cfg, device,
                                    out / "previews" / f"step_{step:07d}.png")
                 scheduler.step(result["val_loss"])
                 log.write(json.dumps({"kind": "val", "step": step, **result}) + "\n")

@@ -67,6 +67,9 @@ def predict(checkpoint: str | os.PathLike, input: str | os.PathLike, out: str | 
         raise ConfigError(f"--out {out}: the output is OpenEXR; give a path ending in .exr")
     dev = _device(device)
     ckpt = load_checkpoint(checkpoint)
+    if (ckpt.get("data") or {}).get("task") == "inpainting":
+        raise ConfigError(f"--checkpoint {checkpoint}: an inpainting pre-training (hdrprep pretrain), not an HDR "
+                          f"model; fine-tune it first: hdrprep train --data STORE --out RUN --init {checkpoint}")
     alpha = float(ckpt["data"]["mask_alpha"] if mask_alpha is None else mask_alpha)
     if not 0 < alpha < 1:
         raise ConfigError(f"invalid value {alpha!r} for 'mask_alpha': use a threshold in (0, 1), e.g. 0.96")
