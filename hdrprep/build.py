@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from hdrprep import __version__, files, schema, store
+from hdrprep import __version__, files, lock, schema, store
 from hdrprep.config import Config
 from hdrprep.errors import BadFrameError, ConfigError, HdrprepError, StoreError
 
@@ -379,8 +379,8 @@ def _config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _prepare_out(src: Path, out: Path, config: Config, overwrite: bool, dry_run: bool) -> None:
-    """Check --src/--out before any work; clear a stale store if asked (never in a dry run)."""
+def _check_out(src: Path, out: Path, config: Config, overwrite: bool) -> bool:
+    """Check --src/--out before any work, writing nothing; True if ``out`` holds a store to replace."""
     if not src.is_dir():
         raise ConfigError(f"--src {src}: not a folder; give the folder that holds the HDR frames")
     rs, ro = src.resolve(), out.resolve()
@@ -391,26 +391,36 @@ def _prepare_out(src: Path, out: Path, config: Config, overwrite: bool, dry_run:
         raise ConfigError(f"--src {src} is inside --out {out}; choose an --out outside the source folder")
     if not out.exists():
         _check_creatable(out)
-        return
+        return False
     if not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; choose a new path")
     state = out / schema.WORK_DIR / schema.BUILD_STATE
     is_store = state.is_file() or store.read_attrs(out) is not None
     if not is_store:
-        # an empty _work/ alone is what a build killed at its very start leaves
-        if {p.name for p in out.iterdir()} - {schema.WORK_DIR}:
+        # an empty _work/ (and a lock) alone is what a build killed at its very start leaves
+        if {p.name for p in out.iterdir()} - {schema.WORK_DIR, lock.LOCK_NAME}:
             raise ConfigError(f"--out {out} is a non-empty folder that is not an hdrprep store; "
                               f"choose a new or empty folder (nothing was written)")
-        return
+        return False
     old = json.loads(state.read_text()).get("config_hash") if state.is_file() else None
     if old == _config_hash(config):
-        return
+        return False
     if not overwrite:
         raise ConfigError(f"--out {out} holds a store built with a different configuration "
                           f"(or an unfinished one of unknown config); pass --overwrite to replace it, "
                           f"or choose another --out")
-    if not dry_run:
-        shutil.rmtree(out)
+    return True
+
+
+def _clear(out: Path) -> None:
+    """Delete the store in ``out`` for ``--overwrite``: everything but the build lock this build holds."""
+    for entry in out.iterdir():
+        if entry.name == lock.LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _check_creatable(out: Path) -> None:
@@ -494,7 +504,9 @@ def build(src: str | Path, out: str | Path, config: Config = Config(), *, worker
     """
     src, out = Path(src), Path(out)
     t_start = time.perf_counter()
-    _prepare_out(src, out, config, overwrite, dry_run)
+    if not dry_run:
+        lock.check_free(out)  # before anything else: a second build hears of the first one, not of its store
+    _check_out(src, out, config, overwrite)
     keys, bad_entries = discover(src)
     if frames is not None:
         missing = sorted(set(frames) - set(keys))
@@ -511,14 +523,19 @@ def build(src: str | Path, out: str | Path, config: Config = Config(), *, worker
     if dry_run:
         return plan
 
-    work = _start_work(out, config)
-    try:
-        return _run(src, out, work, config, keys, bad_entries, workers, scheduler, cluster, progress, t_start)
-    except OSError as exc:
-        err = _out_error(exc, out)
-        if err is None:
-            raise
-        raise err from exc
+    with lock.hold(out):
+        # checked again under the lock: another build may have finished in between
+        if _check_out(src, out, config, overwrite):
+            _clear(out)
+        work = _start_work(out, config)
+        try:
+            return _run(src, out, work, config, keys, bad_entries, workers, scheduler, cluster, progress,
+                        t_start)
+        except OSError as exc:
+            err = _out_error(exc, out)
+            if err is None:
+                raise
+            raise err from exc
 
 
 def _run(src: Path, out: Path, work: Path, config: Config, keys, bad_entries, workers, scheduler, cluster,

@@ -47,8 +47,8 @@ def frame_seed(seed: int, key: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, *words])
 
 
-def sample_windows(shape: tuple[int, int], key: str, config: Config,
-                   curves: camera.CurveTable | None = None) -> tuple[float, np.ndarray, list[camera.CameraParams]]:
+def sample_windows(shape: tuple[int, int], key: str, config: Config, curves: camera.CurveTable | None = None,
+                   which=None) -> tuple[float, np.ndarray, list[camera.CameraParams]]:
     """Draw the candidate windows of a frame and their camera parameters.
 
     Parameters
@@ -59,13 +59,15 @@ def sample_windows(shape: tuple[int, int], key: str, config: Config,
         Frame key and build configuration.
     curves : CurveTable, optional
         Tabulated camera curves when ``config.camera.curve == 'table'``.
+    which : sequence of int, optional
+        Only these candidates (indices in [0, K)); their draws are the same as in the full set.
 
     Returns
     -------
     frame_clip_quantile : float
         The frame's U(clip_low, clip_high) draw (used when exposure is per frame).
     windows : numpy.ndarray
-        int64 (K, 2) top-left (row, col) of each window.
+        int64 (K, 2) top-left (row, col) of each window (of each of ``which``).
     params : list of CameraParams
         One per window, exposure not yet set (1.0).
     """
@@ -77,9 +79,10 @@ def sample_windows(shape: tuple[int, int], key: str, config: Config,
     q = float(np.random.default_rng(frame_ss).uniform(config.camera.clip_low, config.camera.clip_high))
     wrng = np.random.default_rng(windows_ss)
     windows = np.stack([wrng.integers(0, h - size + 1, k), wrng.integers(0, w - size + 1, k)], axis=1)
-    params = [camera.sample_params(np.random.default_rng(child), config.camera, curves=curves)
-              for child in cams_ss.spawn(k)]
-    return q, windows.astype(np.int64), params
+    children = cams_ss.spawn(k)
+    which = range(k) if which is None else [int(j) for j in which]
+    params = [camera.sample_params(np.random.default_rng(children[j]), config.camera, curves=curves) for j in which]
+    return q, windows[list(which)].astype(np.int64), params
 
 
 def expose(frame: np.ndarray, windows: np.ndarray, params: list[camera.CameraParams], frame_q: float,

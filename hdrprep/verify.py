@@ -10,6 +10,7 @@ the shard, the pairs and the fix. It never changes the store.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,10 @@ def verify(root: str | Path, *, checksums: bool = True, progress: bool = False) 
     if n is not None and (attrs.get("counts") or {}).get("kept") != n:
         problems.append(Problem("zarr.json", f"counts.kept is {(attrs.get('counts') or {}).get('kept')!r} but "
                                 f"the arrays hold {n} pairs", f"{_RERUN} to rewrite the attributes"))
-    if index is not None and n is not None and _check_index(index, n, per, problems) and checksums:
-        _check_pairs(root, arrays, index["checksum"].to_pylist(), per, problems, progress)
+    if index is not None and n is not None and _check_index(index, n, per, problems):
+        _check_recipe(index, attrs, problems)
+        if checksums:
+            _check_pairs(root, arrays, index["checksum"].to_pylist(), per, problems, progress)
     _check_candidates(root, n, problems)
     return problems
 
@@ -154,6 +157,62 @@ def _check_index(index, n: int, per: int, problems: list[Problem]) -> bool:
                                 f"{_RERUN}: it rewrites the index"))
         ok = False
     return ok
+
+
+def _check_recipe(index, attrs: dict, problems: list[Problem]) -> None:
+    """Every row was made with the store's own configuration and seed: a store that mixes builds fails.
+
+    The seed, the window size and the keep rule are checked per row; then each frame's
+    windows and camera draws are drawn again from (seed, frame key, frame size,
+    configuration), with no need for the frame's pixels, and must equal the rows'
+    (all but the exposure, which depends on the pixels).
+    """
+    from hdrprep import camera, candidates, selection
+    from hdrprep.config import Config
+
+    def found(what: str, rows) -> None:
+        shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
+        problems.append(Problem(schema.INDEX_NAME, f"{len(rows)} rows {what} (pairs {shown}): the store mixes "
+                                "the output of different builds", "rebuild it with --overwrite"))
+
+    config = Config.from_dict(attrs["config"])
+    rows = index.to_pylist()
+    for what, bad in (
+            (f"have another seed than the store's {config.seed}", lambda r: r["seed"] != config.seed),
+            (f"have another window size than {config.sampling.patch_size}",
+             lambda r: r["size"] != config.sampling.patch_size),
+            ("are not kept by the store's selection rule",
+             lambda r: not (config.select.keep_all or selection.eligible(r["score"], r["saturated_fraction"],
+                                                                         config.select)))):
+        wrong = [r["pair"] for r in rows if bad(r)]
+        if wrong:
+            found(what, wrong)
+            return
+    try:
+        curves = camera.load_curves(config.camera)
+    except Exception:  # noqa: BLE001 - a table file that is not at hand: the draws cannot be repeated
+        return
+    shapes = {r["source"]: (r.get("height"), r.get("width")) for r in attrs.get("sources", [])}
+    by_source: dict[str, list[dict]] = {}
+    for r in rows:
+        by_source.setdefault(r["source"], []).append(r)
+    drawn = [f.name for f in dataclasses.fields(camera.CameraParams) if f.name != "exposure"]
+    if config.camera.exposure_mode == "frame":
+        drawn.remove("clip_quantile")  # the frame's own draw, checked below
+    wrong = []
+    for key, group in by_source.items():
+        h, w = shapes.get(key, (None, None))
+        if h is None or any(r["candidate"] >= config.sampling.patches_per_frame for r in group):
+            wrong += [r["pair"] for r in group]
+            continue
+        q, windows, params = candidates.sample_windows((h, w), key, config, curves, [r["candidate"] for r in group])
+        for r, (y, x), p in zip(group, windows.tolist(), params):
+            expect = p.to_dict()
+            if (r["row"], r["col"]) != (y, x) or any(r[k] != expect[k] for k in drawn) or (
+                    config.camera.exposure_mode == "frame" and r["clip_quantile"] != q):
+                wrong.append(r["pair"])
+    if wrong:
+        found("do not repeat the store's seeded draws of windows and camera parameters", sorted(wrong))
 
 
 def _check_pairs(root: Path, arrays, expected: list[str], per: int, problems: list[Problem], progress: bool):

@@ -121,9 +121,9 @@ def test_train_flags_come_from_trainconfig_and_unset_ones_stay_none(tmp_path, mo
     monkeypatch.setitem(sys.modules, "hdrprep.train.loop", fake)
     (tmp_path / "s.zarr").mkdir()
     r = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "run"),
-                                  "--width", "8", "--no-flips", "--quiet"])
+                                  "--width", "8", "--flips", "none", "--quiet"])
     assert r.exit_code == 0, r.output
-    assert seen["width"] == 8 and seen["flips"] is False and seen["max_steps"] is None and seen["amp"] is None
+    assert seen["width"] == 8 and seen["flips"] == "none" and seen["max_steps"] is None and seen["amp"] is None
     help_text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
     assert f"[default: {TrainConfig().max_steps}; x>=1]" in help_text and "--amp / --no-amp" in help_text
     r = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "run"),

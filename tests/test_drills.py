@@ -483,7 +483,7 @@ def _patch_writers(monkeypatch, quota: _Quota) -> None:
         quota.take(path, len(value.as_buffer_like()))
         return real_put(path, value, exclusive)
 
-    monkeypatch.setattr(store, "atomic_write_bytes", atomic)
+    monkeypatch.setattr(files, "atomic_write_bytes", atomic)
     monkeypatch.setattr(zlocal, "_put", put)
 
 

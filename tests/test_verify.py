@@ -187,3 +187,39 @@ def test_cli_exit_code(sound, copy):
     _shard_file(copy, "ldr", 0).unlink()
     result = runner.invoke(cli.main, ["verify", str(copy)])
     assert result.exit_code == 1 and "shard 0" in result.output
+
+
+def _rewrite_index(out: Path, change) -> None:
+    import pyarrow.parquet as pq
+
+    index = pq.read_table(out / schema.INDEX_NAME)
+    rows = index.to_pylist()
+    change(rows)
+    pq.write_table(pa.Table.from_pylist(rows, schema=index.schema), out / schema.INDEX_NAME)
+
+
+def test_rows_of_another_build_are_found(frames, copy, tmp_path):
+    """A store whose index mixes rows of two builds never passes, even with matching checksums."""
+    other = tmp_path / "seed1.zarr"
+    build.build(frames, other, SMOKE.override(seed=1), scheduler="synchronous", progress=False)
+    theirs = {(r["source"], r["candidate"]): r for r in pq.read_table(other / schema.INDEX_NAME).to_pylist()}
+
+    def seed_only(rows):
+        rows[2]["seed"] = 1
+
+    _rewrite_index(copy, seed_only)
+    (problem,) = verify(copy, checksums=False)
+    assert "another seed than the store's 0" in problem.what and "pairs 2" in problem.what
+    assert "mixes" in problem.what and "--overwrite" in problem.fix
+
+    def params_of_seed_1(rows):  # the seed column says 0, the camera parameters are seed 1's draws
+        rows[2]["seed"] = 0
+        for r in rows:
+            mine = theirs.get((r["source"], r["candidate"]))
+            if mine is not None:
+                r.update({k: mine[k] for k in ("hue_shift", "sat_shift", "noise_seed")})
+                break
+
+    _rewrite_index(copy, params_of_seed_1)
+    (problem,) = verify(copy, checksums=False)
+    assert "do not repeat the store's seeded draws" in problem.what
