@@ -13,7 +13,7 @@ import click
 from click.core import ParameterSource
 
 from hdrprep import __version__
-from hdrprep.config import TrainConfig
+from hdrprep.config import PretrainConfig, TrainConfig
 from hdrprep.errors import HdrprepError
 
 # what to install for a missing optional module, by top-level package name
@@ -103,6 +103,8 @@ def _field_options(cls: type, *names: str):
                 kwargs["type"] = int if low is None else click.IntRange(min=low)
             elif hint is float:
                 kwargs["type"] = float if low is None else click.FloatRange(min=low)
+            elif typing.get_origin(hint) is typing.Literal:
+                kwargs["type"] = click.Choice(typing.get_args(hint))
             elif hint is not str:
                 raise TypeError(f"{cls.__name__}.{name}: no click type for {hint}")
             fn = click.option(flag, **kwargs)(fn)
@@ -238,6 +240,26 @@ def probe(path, as_json):
 
 
 @main.command()
+@click.option("--images", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of .jpg/.jpeg/.png photographs, searched recursively (Santos: MIT Places).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoints, log, previews).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--vgg-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="VGG-19 state dict (torchvision layout) for the perceptual and style terms.")
+@click.option("--no-perceptual", is_flag=True, help="Drop the perceptual and style terms (no VGG needed).")
+@_field_options(PretrainConfig, "max_steps", "batch_size", "lr", "width", "depth", "crop", "flips", "hole_min",
+                "hole_max", "hole_value", "seed", "ckpt_every", "num_workers", "device", "amp")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrain(images, out, resume, vgg_weights, no_perceptual, quiet, **options):
+    """Pre-train the masked U-Net on inpainting (stage 1; then `train --init OUT/checkpoints/last.pt`)."""
+    from hdrprep.train.inpaint import pretrain as pretrain_fn
+
+    result = pretrain_fn(images, out, resume=resume, vgg_weights=vgg_weights, no_perceptual=no_perceptual,
+                         progress=not quiet, **options)
+    click.echo(json.dumps(result, indent=1, default=str))
+
+
+@main.command()
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A store built by `hdrprep build`.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoints, log, previews).")
@@ -247,7 +269,7 @@ def probe(path, as_json):
 @click.option("--vgg-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="VGG-19 state dict (torchvision layout) for the perceptual loss.")
 @click.option("--no-perceptual", is_flag=True, help="Train with the reconstruction loss only (no VGG needed).")
-@_field_options(TrainConfig, "max_steps", "batch_size", "lr", "lr_patience", "width", "depth", "flips", "seed",
+@_field_options(TrainConfig, "max_steps", "batch_size", "lr", "lr_patience", "width", "depth", "crop", "flips", "seed",
                 "val_fraction", "val_every", "ckpt_every", "num_workers", "device", "amp")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(data, out, resume, init, vgg_weights, no_perceptual, quiet, **options):
@@ -272,6 +294,42 @@ def predict(checkpoint, input_, out, device, mask_alpha):
 
     hdr = predict_fn(checkpoint, input_, out, device=device, mask_alpha=mask_alpha)
     click.echo(f"wrote {out} ({hdr.shape[1]}x{hdr.shape[0]}, max {float(hdr.max()):.3g})")
+
+
+@main.command()
+@click.option("--src", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of test HDR frames (.exr, .hdr), searched recursively.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder: metrics.csv, summary.json, images/*.png.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A checkpoint written by `hdrprep train` (optional when --baseline is given).")
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(["inverse-curve", "akyuz2007"]),
+              help="Baseline to evaluate (repeatable); default: every baseline.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="data_manifest.yaml: evaluate its test split under --src.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the per-frame evaluation cameras.")
+@click.option("--store", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Training store: refuse test frames that are among its sources.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--max-size", type=click.IntRange(min=16), help="Downscale frames whose longest side is larger.")
+@click.option("--preset", default="santos2020", show_default=True, help="Preset whose camera renders the inputs.")
+@click.option("--display-peak", default=4000.0, show_default=True, type=float,
+              help="cd/m^2 the reference's maximum is shown at (PU21, ColorVideoVDP).")
+@click.option("--no-cvvdp", is_flag=True, help="Skip ColorVideoVDP even where pycvvdp is installed.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(src, out, checkpoint, baselines, manifest, seed, store, device, max_size, preset, display_peak,
+             no_cvvdp, quiet):
+    """Score a checkpoint and baselines on held-out HDR frames (MSE, mu-PSNR, PU21-PSNR, ColorVideoVDP)."""
+    from hdrprep import evaluate as ev
+
+    if checkpoint is None and not baselines:
+        raise click.UsageError("give --checkpoint, --baseline NAME, or both")
+    summary = ev.evaluate(src, out, checkpoint=checkpoint, baselines=baselines or None, manifest=manifest, seed=seed,
+                          store=store, device=device, max_size=max_size, preset=preset, display_peak=display_peak,
+                          cvvdp=not no_cvvdp, progress=not quiet, echo=lambda m: click.echo(m, err=True))
+    click.echo(ev.format_table(summary))
+    click.echo(f"report: {out / 'metrics.csv'}, {out / 'summary.json'}, {out / 'images'}/")
 
 
 @main.command("inspect")
