@@ -633,11 +633,11 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
                   frames_skipped=len(skipped), skipped_reasons=reasons,
                   candidates=candidates.num_rows, kept=n,
                   hdr_clamped_values=int(sum(clamped)))
-    from hdrprep import camera
+    from hdrprep import camera, versions
 
     attrs = dict(format_version=schema.FORMAT_VERSION, complete=True, package_version=__version__,
                  camera_version=camera.RENDER_VERSION, seed=config.seed, config=config.to_dict(),
-                 sources=records + bad_entries, counts=counts)
+                 sources=records + bad_entries, counts=counts, versions=versions.current())
     group = zarr.open_group(str(out), mode="r+")
     group.attrs[schema.ATTR] = attrs
     # the pairs stage 1 encoded are in the shards now: free their space (as much again as the arrays)

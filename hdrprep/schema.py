@@ -57,9 +57,10 @@ FORMAT_VERSION = 1
 ATTR = "hdrprep"
 #: Keys of that attribute. ``complete`` is True only once the index is in place; ``sources``
 #: lists (source, bytes, sha256, status, reason) per frame; ``camera_version`` is
-#: :data:`hdrprep.camera.RENDER_VERSION` of the camera that rendered the pairs.
+#: :data:`hdrprep.camera.RENDER_VERSION` of the camera that rendered the pairs; ``versions`` the libraries the
+#: bytes depend on (:func:`hdrprep.versions.current`; absent in stores built before it was recorded).
 ATTR_KEYS = ("format_version", "complete", "package_version", "camera_version", "seed", "config", "sources",
-             "counts")
+             "counts", "versions")
 INDEX_NAME = "index.parquet"
 CANDIDATES_NAME = "candidates.parquet"
 REPORT_NAME = "report.json"

@@ -223,3 +223,19 @@ def test_rows_of_another_build_are_found(frames, copy, tmp_path):
     _rewrite_index(copy, params_of_seed_1)
     (problem,) = verify(copy, checksums=False)
     assert "do not repeat the store's seeded draws" in problem.what
+
+
+def test_library_versions_are_recorded_and_differences_named(copy):
+    from click.testing import CliRunner
+
+    from hdrprep import cli, versions
+
+    recorded = store.read_attrs(copy)["versions"]
+    assert recorded == versions.current() and {"python", "numpy", "numba", "zarr", "pyarrow"} <= set(recorded)
+    assert "opencv-jpeg" in recorded  # the JPEG library OpenCV was built with shapes every LDR
+    result = CliRunner().invoke(cli.main, ["verify", str(copy), "--quiet"])
+    assert result.exit_code == 0 and "note:" not in result.output
+    _edit_attrs(copy, versions={**recorded, "numpy": "1.0.0"})
+    result = CliRunner().invoke(cli.main, ["verify", str(copy), "--quiet"])
+    assert result.exit_code == 0, result.output  # other versions are a note, not damage
+    assert f"numpy 1.0.0 -> {recorded['numpy']}" in result.output and "may differ" in result.output
