@@ -404,12 +404,26 @@ def render(store_path, k, src, out):
     """Re-render pair K from its source frame and index row; exit 1 if it differs from the stored pair."""
     from hdrprep.render import render_pair_from_index
 
+    _version_note(store_path)
     _, _, equal = render_pair_from_index(store_path, src, k, out)
     where = f" (written to {out})" if out is not None else ""
     if not equal:
         click.echo(f"pair {k}: the re-rendered pair DIFFERS from the stored one{where}", err=True)
         sys.exit(1)
     click.echo(f"pair {k}: re-rendered from its index row, bit-identical to the stored pair{where}")
+
+
+def _version_note(store_path) -> None:
+    """Say which libraries differ from those the store was built with (a re-render may then differ)."""
+    from hdrprep.store import read_attrs
+    from hdrprep.versions import differences
+
+    attrs = read_attrs(store_path)
+    if attrs and attrs.get("complete"):
+        changed = differences(attrs.get("versions"))
+        if changed:
+            click.echo(f"note: running other library versions than the build ({'; '.join(changed)}); a re-rendered "
+                       f"pair may differ in a few levels", err=True)
 
 
 @main.command()
@@ -420,6 +434,7 @@ def verify(store_path, no_checksums, quiet):
     """Check a store: format, completeness, shapes, index and every pair's checksum (exit 1 if wrong)."""
     from hdrprep.verify import verify as verify_fn
 
+    _version_note(store_path)
     problems = verify_fn(store_path, checksums=not no_checksums, progress=not quiet)
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
