@@ -234,3 +234,21 @@ def test_frames_a_real_store_was_built_from_are_refused(smoke_frames, smoke_stor
     assert res.exit_code == 2
     assert "test frame synth_000.exr is a training source of the store" in res.output and str(smoke_store) in res.output
     assert not out.exists()
+
+
+def test_cvvdp_where_installed():
+    """ColorVideoVDP through the evaluation's wrapper: 10 JOD for identical images, less for a blurred one.
+
+    Skips where the 'eval' extra (pycvvdp) is not installed, as in the default test environment.
+    """
+    pytest.importorskip("pycvvdp")
+    from hdrprep.evaluate import _Cvvdp
+
+    vdp = _Cvvdp(4000.0, "cpu")
+    assert vdp.error is None
+    yy, xx = np.mgrid[0:128, 0:160]
+    ref = 50 + 1000 * np.exp(-((yy - 64) ** 2 + (xx - 80) ** 2) / 400.0) + 20 * np.sin(xx / 3.0)
+    ref = np.repeat(ref[..., None], 3, axis=2)
+    blur = sum(np.roll(ref, k, axis=1) for k in (-2, -1, 0, 1, 2)) / 5
+    assert vdp(ref, ref) == pytest.approx(10.0, abs=1e-3)
+    assert vdp(blur, ref) < 9.9
