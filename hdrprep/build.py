@@ -315,6 +315,33 @@ def write_shard_task(src: str, out: str, shard: int, start: int, rows: list[dict
     return done
 
 
+class _StashFiles:
+    """Deletes a frame's ``_work/pairs/<id>.bin`` as soon as every shard holding its pairs is written.
+
+    The encoded pairs take as much disk as the arrays they become; freeing them frame
+    by frame keeps a build's peak disk near the size of its result instead of twice it.
+    A frame's pairs are contiguous (pairs are in (source, candidate) order), so its
+    file goes when the last of its few shards is done. A rerun that needs a deleted
+    file renders those pairs again (the same bytes).
+    """
+
+    def __init__(self, work: Path, rows: list[dict], per: int):
+        self.work = work
+        self.sources: dict[int, set[str]] = {}  # shard -> the frames it holds pairs of
+        for i, r in enumerate(rows):
+            self.sources.setdefault(i // per, set()).add(r["source"])
+        self.pending: dict[str, int] = {}  # frame -> shards not written yet
+        for held in self.sources.values():
+            for source in held:
+                self.pending[source] = self.pending.get(source, 0) + 1
+
+    def written(self, shard: int) -> None:
+        for source in self.sources.pop(shard, ()):
+            self.pending[source] -= 1
+            if not self.pending[source]:
+                (self.work / "pairs" / f"{_frame_id(source)}.bin").unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- execution
 
 class _Serial:
@@ -567,18 +594,21 @@ def _run(src: Path, out: Path, work: Path, config: Config, keys, bad_entries, wo
         rows = kept.to_pylist() if n else []
         sha256 = {r["source"]: r.get("sha256") for r in records}
         shard_args, done = [], {}
+        stash = _StashFiles(work, rows, per)
         for s, start in enumerate(range(0, n, per)):
             marker = work / "shards" / f"{s:06d}.json"
             if marker.is_file():
                 rec = json.loads(marker.read_text())
                 if rec.get("rows") == _rows_digest(rows[start:start + per]):
                     done[s] = rec
+                    stash.written(s)
                     continue
             shard_rows = rows[start:start + per]
             shard_args.append((str(src), str(out), s, start, shard_rows, cfg,
                                {r["source"]: sha256[r["source"]] for r in shard_rows}))
         for rec in _progress(ex.map(write_shard_task, shard_args), len(shard_args), "write shards", progress):
             done[rec["shard"]] = rec
+            stash.written(rec["shard"])
         timings["write_s"] = time.perf_counter() - t0
 
     # stage 4: index, candidates, provenance; the store is complete only after this
