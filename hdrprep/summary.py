@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 
 from hdrprep import schema, store
 
@@ -14,20 +15,26 @@ __all__ = ["summarize", "format_summary", "QUANTILES"]
 #: Quantiles reported for every distribution (0 and 1 are the minimum and maximum).
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
-#: Camera parameters summarised as distributions (the curve family is counted instead).
-_NUMERIC_PARAMS = ("exposure", "clip_quantile", "curve_n", "curve_sigma", "curve_gamma", "curve_index",
-                   "noise_sigma", "hue_shift", "sat_shift", "jpeg_quality")
+#: Camera parameters summarised as distributions (the curve family is counted instead; a seed is no quantity).
+_NUMERIC_PARAMS = tuple(c for c in schema.CAMERA_COLUMNS if c not in ("curve", "noise_seed"))
+#: The columns of the candidate table a summary reads (it can hold hundreds of thousands of rows).
+_CANDIDATE_COLUMNS = ["source", "score", "saturated_fraction", "rendered"]
 
 
-def _distribution(values) -> dict | None:
-    """Count, mean and QUANTILES of the non-null finite values, or None when there are none."""
-    a = np.array([v for v in values if v is not None], dtype=np.float64)
+def _distribution(column) -> dict | None:
+    """Count, mean and QUANTILES of a numeric column's non-null finite values, or None when there are none."""
+    a = column.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
     a = a[np.isfinite(a)]
     if a.size == 0:
         return None
     q = np.quantile(a, QUANTILES)
     return dict(count=int(a.size), mean=float(a.mean()),
                 quantiles={f"{p:g}": float(v) for p, v in zip(QUANTILES, q)})
+
+
+def _counts(column) -> dict:
+    """How often each value of a (string) column occurs."""
+    return {d["values"]: d["counts"] for d in column.value_counts().to_pylist()}
 
 
 def _dir_bytes(path: Path) -> int:
@@ -60,19 +67,14 @@ def summarize(root: str | Path) -> dict:
     st = store.open_store(root)
     index, attrs, config = st.index, st.attrs, st.config
     cand_path = root / schema.CANDIDATES_NAME
-    cand = st.candidates()
+    cand = st.candidates(_CANDIDATE_COLUMNS)
     n = index.num_rows
 
-    pair_sources = index["source"].to_pylist()
-    cand_sources = cand["source"].to_pylist()
-    sources = []
-    for rec in attrs.get("sources", []):
-        key = rec["source"]
-        sources.append(dict(source=key, status=rec.get("status", "skipped"), reason=rec.get("reason"),
-                            candidates=cand_sources.count(key), pairs=pair_sources.count(key)))
-    curves: dict[str, int] = {}
-    for c in index["curve"].to_pylist():
-        curves[c] = curves.get(c, 0) + 1
+    pairs_of, candidates_of = _counts(index["source"]), _counts(cand["source"])
+    sources = [dict(source=rec["source"], status=rec.get("status", "skipped"), reason=rec.get("reason"),
+                    candidates=candidates_of.get(rec["source"], 0), pairs=pairs_of.get(rec["source"], 0))
+               for rec in attrs.get("sources", [])]
+    curves = _counts(index["curve"])
     index_bytes = (root / schema.INDEX_NAME).stat().st_size
     cand_bytes = cand_path.stat().st_size
     arrays = {name: _dir_bytes(root / name) for name in ("ldr", "hdr")}
@@ -91,14 +93,13 @@ def summarize(root: str | Path) -> dict:
         shards=-(-n // per),
         threshold=config["select"]["threshold"],
         counts=attrs.get("counts", {}),
-        rendered=None if cand["rendered"].null_count else sum(cand["rendered"].to_pylist()),
+        rendered=None if cand["rendered"].null_count else int(pc.sum(cand["rendered"]).as_py() or 0),
         sources=sources,
-        score=dict(pairs=_distribution(index["score"].to_pylist()),
-                   candidates=_distribution(cand["score"].to_pylist())),
-        saturated_fraction=dict(pairs=_distribution(index["saturated_fraction"].to_pylist()),
-                                candidates=_distribution(cand["saturated_fraction"].to_pylist())),
-        camera=dict(curves=curves, params={p: _distribution(index[p].to_pylist()) for p in _NUMERIC_PARAMS}),
-        hdr_clamped=int(sum(index["hdr_clamped"].to_pylist())),
+        score=dict(pairs=_distribution(index["score"]), candidates=_distribution(cand["score"])),
+        saturated_fraction=dict(pairs=_distribution(index["saturated_fraction"]),
+                                candidates=_distribution(cand["saturated_fraction"])),
+        camera=dict(curves=curves, params={p: _distribution(index[p]) for p in _NUMERIC_PARAMS}),
+        hdr_clamped=int(pc.sum(index["hdr_clamped"]).as_py() or 0),
         bytes=dict(ldr=arrays["ldr"], hdr=arrays["hdr"], index=index_bytes, candidates=cand_bytes,
                    arrays_raw=raw, compression=raw / stored if stored else None,
                    per_pair=stored / n if n else None),
