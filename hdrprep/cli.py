@@ -429,13 +429,14 @@ def _version_note(store_path) -> None:
 @main.command()
 @click.argument("store_path", metavar="STORE", type=click.Path(path_type=Path))
 @click.option("--no-checksums", is_flag=True, help="Check the structure only; do not read every pair.")
+@click.option("--workers", type=click.IntRange(min=1), help="Processes reading the shards [default: one per core].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def verify(store_path, no_checksums, quiet):
+def verify(store_path, no_checksums, workers, quiet):
     """Check a store: format, completeness, shapes, index and every pair's checksum (exit 1 if wrong)."""
     from hdrprep.verify import verify as verify_fn
 
     _version_note(store_path)
-    problems = verify_fn(store_path, checksums=not no_checksums, progress=not quiet)
+    problems = verify_fn(store_path, checksums=not no_checksums, progress=not quiet, workers=workers)
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
     if problems:

@@ -11,6 +11,7 @@ the shard, the pairs and the fix. It never changes the store.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from hdrprep.errors import StoreError
 
 __all__ = ["Problem", "verify"]
 
+#: Up to this many shards are checked in this process: starting processes would cost more than they save.
+_SERIAL_SHARDS = 64
 _RERUN = "rerun the same `hdrprep build` (same --src, --out and preset)"
 
 
@@ -46,7 +49,8 @@ class Problem:
         return f"{self.where}: {self.what}; {self.fix}"
 
 
-def verify(root: str | Path, *, checksums: bool = True, progress: bool = False) -> list[Problem]:
+def verify(root: str | Path, *, checksums: bool = True, progress: bool = False,
+           workers: int | None = None) -> list[Problem]:
     """Check a store's format, completeness, arrays, index and (optionally) every pair.
 
     Parameters
@@ -58,6 +62,9 @@ def verify(root: str | Path, *, checksums: bool = True, progress: bool = False) 
         whole store once); False checks the structure only.
     progress : bool
         Show a progress bar over the shards.
+    workers : int, optional
+        Processes that read and check the shards (default: one per core; 1 checks in
+        this process).
 
     Returns
     -------
@@ -86,7 +93,8 @@ def verify(root: str | Path, *, checksums: bool = True, progress: bool = False) 
     if index is not None and n is not None and _check_index(index, n, per, problems):
         _check_recipe(index, attrs, problems)
         if checksums:
-            _check_pairs(root, arrays, index["checksum"].to_pylist(), per, problems, progress)
+            _check_pairs(root, n, index["checksum"].to_pylist(), per, problems, progress,
+                         workers or os.cpu_count() or 1)
     _check_candidates(root, n, problems)
     return problems
 
@@ -215,32 +223,68 @@ def _check_recipe(index, attrs: dict, problems: list[Problem]) -> None:
         found("do not repeat the store's seeded draws of windows and camera parameters", sorted(wrong))
 
 
-def _check_pairs(root: Path, arrays, expected: list[str], per: int, problems: list[Problem], progress: bool):
-    from tqdm.auto import tqdm
+def _check_shards(root: str, starts: list[int], per: int, expected: list[str]) -> list[tuple]:
+    """Check the pairs of the shards starting at ``starts`` (one task; runs in a worker process).
 
-    ldr, hdr = arrays
-    n = len(expected)
-    bad_total = 0
-    starts = range(0, n, per)
-    for start in tqdm(starts, total=len(starts), desc="verify shards", unit="shard", disable=not progress):
+    Returns (shard, start, stop, error or None, bad pair numbers) per shard with a finding.
+    """
+    import zarr
+
+    group = zarr.open_group(root, mode="r")
+    ldr, hdr = group["ldr"], group["hdr"]
+    n = ldr.shape[0]
+    found = []
+    for start in starts:
         stop = min(start + per, n)
-        k = start // per
-        where = f"shard {k} (pairs {start}-{stop - 1}, files ldr/c/{k}/0/0/0, hdr/c/{k}/0/0/0)"
-        fix = (f"delete {schema.WORK_DIR}/shards/{k:06d}.json and {_RERUN} to rewrite this shard "
-               f"(or rebuild with --overwrite if {schema.WORK_DIR}/ is gone)")
         try:
             block_l, block_h = ldr[start:stop], hdr[start:stop]
-        except Exception as exc:  # a damaged shard fails in zarr's decoders with various types
-            problems.append(Problem(where, f"cannot be read ({type(exc).__name__}: {exc})", fix))
-            bad_total += stop - start
+        except Exception as exc:  # noqa: BLE001 - a damaged shard fails in zarr's decoders with various types
+            found.append((start // per, start, stop, f"{type(exc).__name__}: {exc}", list(range(start, stop))))
             continue
         bad = [start + i for i in range(stop - start)
                if store.pair_checksum(block_l[i], block_h[i]) != expected[start + i]]
         if bad:
+            found.append((start // per, start, stop, None, bad))
+    return found
+
+
+def _check_pairs(root: Path, n: int, expected: list[str], per: int, problems: list[Problem], progress: bool,
+                 workers: int) -> None:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    starts = list(range(0, n, per))
+    # tasks of a few dozen shards: long enough to hide the process hop, short enough to balance
+    step = max(1, min(64, -(-len(starts) // (4 * workers))))
+    tasks = [starts[i:i + step] for i in range(0, len(starts), step)]
+    found = []
+    with tqdm(total=len(starts), desc="verify shards", unit="shard", disable=not progress) as bar:
+        if workers == 1 or len(starts) <= _SERIAL_SHARDS:
+            for task in tasks:
+                found += _check_shards(str(root), task, per, expected)
+                bar.update(len(task))
+        else:
+            import multiprocessing as mp
+
+            # spawn: no zarr or Numba state of this process crosses a fork
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(_check_shards, str(root), task, per, expected): task for task in tasks}
+                for fut in as_completed(futures):
+                    found += fut.result()
+                    bar.update(len(futures[fut]))
+    bad_total = 0
+    for k, start, stop, error, bad in sorted(found):
+        where = f"shard {k} (pairs {start}-{stop - 1}, files ldr/c/{k}/0/0/0, hdr/c/{k}/0/0/0)"
+        fix = (f"delete {schema.WORK_DIR}/shards/{k:06d}.json and {_RERUN} to rewrite this shard "
+               f"(or rebuild with --overwrite if {schema.WORK_DIR}/ is gone)")
+        if error is not None:
+            problems.append(Problem(where, f"cannot be read ({error})", fix))
+        else:
             shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
             problems.append(Problem(where, f"{len(bad)} of {stop - start} pairs do not match their checksums "
                                     f"(pairs {shown})", fix))
-            bad_total += len(bad)
+        bad_total += len(bad)
     if n and bad_total > n // 2:
         problems.append(Problem(schema.INDEX_NAME, f"{bad_total} of {n} pairs do not match the index: the index "
                                 f"may be stale (from another build) rather than the shards damaged",

@@ -239,3 +239,23 @@ def test_library_versions_are_recorded_and_differences_named(copy):
     result = CliRunner().invoke(cli.main, ["verify", str(copy), "--quiet"])
     assert result.exit_code == 0, result.output  # other versions are a note, not damage
     assert f"numpy 1.0.0 -> {recorded['numpy']}" in result.output and "may differ" in result.output
+
+
+def test_worker_processes_find_the_same_damage(copy, monkeypatch):
+    """Shards checked by worker processes: the same findings as in one process, in shard order."""
+    import zarr
+
+    from hdrprep import verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "_SERIAL_SHARDS", 0)
+    group = zarr.open_group(str(copy), mode="r")
+    n, per = group["ldr"].shape[0], SMOKE.output.pairs_per_shard
+    expected = pq.read_table(copy / schema.INDEX_NAME)["checksum"].to_pylist()
+    expected[1] = "0" * 16
+    expected[n - 1] = "f" * 16
+    got = {}
+    for workers in (1, 2):
+        problems = []
+        verify_mod._check_pairs(copy, n, expected, per, problems, False, workers)
+        got[workers] = problems
+    assert got[1] == got[2] and [p.where.split(" (")[0] for p in got[1]] == ["shard 0", f"shard {(n - 1) // per}"]
