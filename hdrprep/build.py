@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -347,6 +348,8 @@ class _StashFiles:
 class _Serial:
     """In-process execution without Dask (``scheduler='synchronous'``)."""
 
+    dashboard = None
+
     def map(self, fn: Callable, args: list[tuple]) -> Iterator[Any]:
         for a in args:
             yield fn(*a)
@@ -355,6 +358,7 @@ class _Serial:
 class _Dask:
     def __init__(self, client):
         self.client = client
+        self.dashboard = client.dashboard_link
 
     def map(self, fn: Callable, args: list[tuple]) -> Iterator[Any]:
         from distributed import as_completed
@@ -392,6 +396,12 @@ def _executor(workers: int | None, scheduler: str | None, cluster=None, local_di
                 LocalCluster(processes=not threads, dashboard_address=":0", silence_logs=40, **kw) as local, \
                 Client(local) as client:
             yield _Dask(client)
+
+
+def _kernels_cached() -> bool:
+    """True if Numba's on-disk cache holds hdrprep's kernels ($NUMBA_CACHE_DIR, or beside the package)."""
+    place = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).parent / "__pycache__")
+    return place.is_dir() and next(place.rglob("*_camera_kernels*.nbi"), None) is not None
 
 
 def _progress(it: Iterable, total: int, desc: str, enabled: bool):
@@ -573,6 +583,12 @@ def _run(src: Path, out: Path, work: Path, config: Config, keys, bad_entries, wo
         # stage 1: score candidates, one task per frame not scored yet
         t0 = time.perf_counter()
         todo = [k for k in keys if not (work / "candidates" / f"{_frame_id(k)}.parquet").is_file()]
+        if progress:
+            if ex.dashboard:
+                print(f"Dask dashboard: {ex.dashboard}", file=sys.stderr, flush=True)
+            if todo and not _kernels_cached():
+                print("compiling hdrprep's Numba kernels: a minute on the first run on this machine, cached after "
+                      "(the progress bar waits meanwhile)", file=sys.stderr, flush=True)
         for _ in _progress(ex.map(score_frame_task, [(str(src), k, str(work), cfg) for k in todo]),
                            len(todo), "score frames", progress):
             pass

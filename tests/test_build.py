@@ -37,7 +37,8 @@ def frames(tmp_path_factory) -> Path:
 
 def _build(frames: Path, out: Path, config: Config = SMOKE, **kw) -> dict:
     kw.setdefault("scheduler", "synchronous")
-    return build.build(frames, out, config, progress=False, **kw)
+    kw.setdefault("progress", False)
+    return build.build(frames, out, config, **kw)
 
 
 def _contents(out: Path) -> dict:
@@ -315,3 +316,17 @@ def test_read_stash_gives_the_frames_or_none_for_a_missing_or_short_file(tmp_pat
     assert build._read_stash(tmp_path, dict(row, stash_offset=-1)) is None  # not encoded in stage 1
     path.write_bytes(b"xxxLLLLHH")  # cut short: render again rather than write a damaged shard
     assert build._read_stash(tmp_path, row) is None
+
+
+def test_first_run_says_kernels_compile_and_shows_the_dashboard(frames, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    assert not build._kernels_cached()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(Path(build.__file__).parent / "__pycache__"))
+    assert build._kernels_cached()  # this machine's tests have compiled them
+    monkeypatch.setattr(build, "_kernels_cached", lambda: False)
+    _build(frames, tmp_path / "a.zarr", progress=True)
+    assert "compiling hdrprep's Numba kernels" in capsys.readouterr().err
+    monkeypatch.setattr(build, "_kernels_cached", lambda: True)
+    _build(frames, tmp_path / "b.zarr", progress=True, workers=1, scheduler=None)
+    err = capsys.readouterr().err
+    assert "compiling" not in err and "Dask dashboard: http://" in err
