@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +53,7 @@ from hdrprep.files import atomic_write_bytes
 from hdrprep.io import write_png
 from hdrprep.schema import FORMAT_VERSION
 from hdrprep.train.dataset import StreamSampler
-from hdrprep.train.loop import _device, build_model, load_checkpoint, save_checkpoint
+from hdrprep.train.loop import Throughput, _device, build_model, load_checkpoint, optimizer_step, save_checkpoint
 from hdrprep.train.loss import InpaintingLoss, load_vgg19
 from hdrprep.train.masks import irregular_mask
 
@@ -289,26 +287,16 @@ def pretrain(images: str | os.PathLike, out: str | os.PathLike, *, resume: bool 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     model.train()
     with open(out / "log.jsonl", "a") as log:
-        tick, rate = time.perf_counter(), None
+        meter = Throughput()
         for batch in loader:
             inp, mask, gt = network_input(batch, cfg.hole_value, device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 pred = model(inp, mask)
             # the loss stays float32: the Gram sums overflow float16
             terms = loss_fn(pred.float(), mask, gt)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms["total"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = optimizer_step(optimizer, scaler, terms["total"], step, "lower --lr")
             step += 1
-
-            now = time.perf_counter()
-            inst = gt.shape[0] / max(now - tick, 1e-9)
-            rate = inst if rate is None else 0.9 * rate + 0.1 * inst
-            tick = now
-            loss = terms["total"].item()
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {step}; lower --lr")
+            rate = meter.update(gt.shape[0])
             result = {"loss": loss}
             bar.set_postfix(loss=f"{loss:.4f}", images_s=f"{rate:.1f}", refresh=False)
             bar.update(1)

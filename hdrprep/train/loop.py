@@ -55,6 +55,35 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def optimizer_step(optimizer, scaler, total: torch.Tensor, step: int, fix: str) -> float:
+    """One optimizer step on ``total`` (scaled for mixed precision); the loss value.
+
+    Raises FloatingPointError, naming the step and ``fix``, when the loss is not finite.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    loss = total.item()
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss} at step {step + 1}; {fix}")
+    return loss
+
+
+class Throughput:
+    """Items per second, smoothed over the last ten or so steps (exponential moving average)."""
+
+    def __init__(self):
+        self.tick, self.rate = time.perf_counter(), None
+
+    def update(self, items: int) -> float:
+        now = time.perf_counter()
+        inst = items / max(now - self.tick, 1e-9)
+        self.rate = inst if self.rate is None else 0.9 * self.rate + 0.1 * inst
+        self.tick = now
+        return self.rate
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
     """Load a checkpoint with ``weights_only=True``; ConfigError names the file if it is not one of ours."""
     path = Path(path)
@@ -247,27 +276,17 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, resume: bool = Fal
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     model.train()
     with open(out / "log.jsonl", "a") as log:
-        tick, rate = time.perf_counter(), None
+        meter = Throughput()
         for batch in loader:
             ldr, hdr, mask = expand_batch(batch, info.mask_alpha, device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 y_hat = model(ldr, mask)
             # the loss stays float32: exp(Y_hat) and the Gram sums (easily > 65504) overflow float16
             terms = loss_fn(y_hat.float(), ldr, mask, hdr)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms["total"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = optimizer_step(optimizer, scaler, terms["total"], step,
+                                  f"lower --lr or check the store ({data}) for extreme HDR values")
             step += 1
-
-            now = time.perf_counter()
-            inst = ldr.shape[0] / max(now - tick, 1e-9)
-            rate = inst if rate is None else 0.9 * rate + 0.1 * inst
-            tick = now
-            loss = terms["total"].item()
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {step}; lower --lr or check the store "
-                                         f"({data}) for extreme HDR values")
+            rate = meter.update(ldr.shape[0])
             bar.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{rate:.1f}", refresh=False)
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
