@@ -593,6 +593,7 @@ def _run(src: Path, out: Path, work: Path, config: Config, keys, bad_entries, wo
                            len(todo), "score frames", progress):
             pass
         timings["score_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         candidates, records = _read_candidates(work, keys)
 
         # stage 2: select
@@ -604,6 +605,7 @@ def _run(src: Path, out: Path, work: Path, config: Config, keys, bad_entries, wo
         if created:  # the shards the markers describe are gone
             for marker in (work / "shards").glob("*.json"):
                 marker.unlink()
+        timings["select_s"] = time.perf_counter() - t0
 
         # stage 3: render and write, one task per shard not written yet
         t0 = time.perf_counter()
@@ -653,6 +655,7 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
     import pyarrow.parquet as pq
     import zarr
 
+    t0 = time.perf_counter()
     n = kept.num_rows
     checksum = [None] * n
     clamped = [0] * n
@@ -689,6 +692,7 @@ def _finish(out: Path, config: Config, keys, records, bad_entries, candidates, k
     # the pairs stage 1 encoded are in the shards now: free their space (as much again as the arrays)
     shutil.rmtree(out / schema.WORK_DIR / "pairs", ignore_errors=True)
 
+    timings["finish_s"] = time.perf_counter() - t0
     stored = sum(f.stat().st_size for d in ("ldr", "hdr") for f in (out / d).rglob("*") if f.is_file())
     raw = n * config.sampling.patch_size ** 2 * 3 * (1 + 2)
     wall = time.perf_counter() - t_start
