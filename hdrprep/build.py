@@ -148,8 +148,11 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
         frame, stats = io.read_frame(path, ingest=config.ingest, min_size=config.sampling.patch_size)
         record.update(height=int(frame.shape[0]), width=int(frame.shape[1]), **{
             f"repaired_{k}": int(v) for k, v in dataclasses.asdict(stats).items()})
-        stash = _Stash(key, config) if selection.decided_per_candidate(config.select) else None
+        stash = _Stash(config) if selection.decided_per_frame(config.select) else None
         cols = candidates.score_frame(frame, key, config, camera.load_curves(config.camera), on_pair=stash)
+        if stash is not None:
+            stash.keep(selection.select(cols["score"], cols["saturated_fraction"], [key] * len(cols["score"]),
+                                        cols["candidate"], config.select, cols["rendered"], _boxes(cols)))
     except BadFrameError as exc:
         record.update(status="skipped", reason=exc.reason, detail=exc.detail or str(exc))
     except OSError as exc:
@@ -170,16 +173,25 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
     return record
 
 
+def _boxes(cols) -> np.ndarray:
+    """Each candidate's window in its frame, (N, 4) int64 (row, col, height, width), from table columns."""
+    size = np.asarray(cols["size"], dtype=np.int64)
+    return np.stack([np.asarray(cols["row"], dtype=np.int64), np.asarray(cols["col"], dtype=np.int64), size, size],
+                    axis=1).reshape(-1, 4)
+
+
 class _Stash:
     """Stage 1's kept pairs, encoded as the store's chunks, so stage 3 writes them without rendering again.
 
-    Called by ``candidates.score_frame`` for every candidate it renders; keeps those
-    that selection keeps (``selection.decided_per_candidate``). ``data`` is
-    the frame's ``_work/pairs/<id>.bin``: each pair's LDR frame then HDR frame.
+    Called by ``candidates.score_frame`` for every candidate it renders; encodes the
+    eligible ones. Once the frame is scored, :meth:`keep` is given the frame's selection
+    (its rules look at this frame alone, ``selection.decided_per_frame``) and ``data``
+    becomes the frame's ``_work/pairs/<id>.bin``: each kept pair's LDR frame then HDR frame.
     """
 
-    def __init__(self, key: str, config: Config):
-        self.key, self.config = key, config
+    def __init__(self, config: Config):
+        self.config = config
+        self.encoded: dict[int, tuple] = {}
         self.data = bytearray()
         self.rows: dict[int, tuple] = {}
 
@@ -190,11 +202,18 @@ class _Stash:
             return
         hdr, clamped = store.to_half(target)
         frames = store.encode_pair(ldr, hdr, self.config.output.compressor, self.config.output.level)
-        if frames is None:  # stage 3 renders it
-            return
-        self.rows[j] = (len(self.data), len(frames[0]), len(frames[1]), store.pair_checksum(ldr, hdr), clamped)
-        self.data += frames[0]
-        self.data += frames[1]
+        if frames is not None:  # else stage 3 renders it
+            self.encoded[j] = (*frames, store.pair_checksum(ldr, hdr), clamped)
+
+    def keep(self, selected: np.ndarray) -> None:
+        """Keep the encoded pairs of the ``selected`` candidates ((N,) bool) in ``data``; drop the others."""
+        for j in np.flatnonzero(selected).tolist():
+            if j in self.encoded:
+                ldr, hdr, checksum, clamped = self.encoded[j]
+                self.rows[j] = (len(self.data), len(ldr), len(hdr), checksum, clamped)
+                self.data += ldr
+                self.data += hdr
+        self.encoded.clear()
 
     @staticmethod
     def columns(stash: _Stash | None, n: int) -> dict[str, list]:
@@ -642,7 +661,8 @@ def _select(candidates, config: Config):
 
     keep = selection.select(candidates["score"].to_numpy(), candidates["saturated_fraction"].to_numpy(),
                             candidates["source"].to_numpy(zero_copy_only=False),
-                            candidates["candidate"].to_numpy(), config.select, candidates["rendered"].to_numpy())
+                            candidates["candidate"].to_numpy(), config.select, candidates["rendered"].to_numpy(),
+                            _boxes({c: candidates[c].to_numpy() for c in ("row", "col", "size")}))
     kept = candidates.filter(pa.array(keep))
     pair = np.arange(kept.num_rows, dtype=np.int64)
     return kept.add_column(0, "pair", pa.array(pair)).append_column(

@@ -157,13 +157,16 @@ class SelectConfig:
     ``min_saturated_fraction`` (0 = at least one saturated pixel) and its score
     is >= ``threshold``. With ``target_pairs`` set, the eligible candidates with
     the highest scores are kept (at most ``per_frame_cap`` per frame). ``keep_all``
-    disables selection (every candidate becomes a pair).
+    disables selection (every candidate becomes a pair). ``max_overlap`` drops a
+    candidate whose window overlaps a better kept one of its frame by more than this
+    intersection over union; ``per_frame_cap`` keeps at most that many per frame.
     """
 
     threshold: float = 0.85
     min_saturated_fraction: float = 0.0
     target_pairs: int | None = None
     per_frame_cap: int | None = None
+    max_overlap: float | None = None
     keep_all: bool = False
 
     def __post_init__(self) -> None:
@@ -172,6 +175,8 @@ class SelectConfig:
                self.min_saturated_fraction, "use a fraction in [0, 1)")
         check(self.target_pairs is None or self.target_pairs > 0, "select.target_pairs", self.target_pairs,
                "use a positive count (e.g. 100000) or leave it unset")
+        check(self.max_overlap is None or 0 <= self.max_overlap < 1, "select.max_overlap", self.max_overlap,
+              "use an intersection over union in [0, 1), e.g. 0.5, or leave it unset")
         check(self.per_frame_cap is None or self.per_frame_cap > 0, "select.per_frame_cap", self.per_frame_cap,
                "use a positive count or leave it unset")
 
@@ -236,6 +241,13 @@ class Config:
         return override(self, dotted)
 
 
+def _check_crop(crop: int, depth: int, alternative: str) -> None:
+    """A crop side the network takes: a multiple of its stride 2**depth."""
+    stride = 2 ** min(depth, 30)
+    check(crop % stride == 0, "crop", crop, f"use --crop {alternative}a multiple of the network stride "
+          f"2**depth = {stride} (depth {depth}), e.g. --crop {max(stride, crop // stride * stride)}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Trainer options; defaults follow Santos et al. 2020 (Adam 2e-4, batch 4, lr halved on plateau).
@@ -281,10 +293,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check(self.lr > 0, "lr", self.lr, "use a learning rate > 0")
         check(0 < self.lr_factor < 1, "lr_factor", self.lr_factor, "use a factor in (0, 1)")
-        stride = 2 ** min(self.depth, 30)
-        check(self.crop % stride == 0, "crop", self.crop,
-              f"use --crop 0 (whole patches) or a multiple of the network stride 2**depth = {stride} "
-              f"(depth {self.depth}), e.g. --crop {max(stride, self.crop // stride * stride)}")
+        _check_crop(self.crop, self.depth, "0 (whole patches) or ")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], saved: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -355,10 +364,7 @@ class PretrainConfig:
         check(self.lr > 0, "lr", self.lr, "use a learning rate > 0")
         check(0 <= self.hole_min <= self.hole_max < 1, "hole_min/hole_max", (self.hole_min, self.hole_max),
               "use 0 <= --hole-min <= --hole-max < 1, e.g. 0.1 and 0.6")
-        stride = 2 ** min(self.depth, 30)
-        check(self.crop % stride == 0, "crop", self.crop,
-              f"use a --crop that is a multiple of the network stride 2**depth = {stride} (depth {self.depth}), "
-              f"e.g. --crop {max(stride, self.crop // stride * stride)}")
+        _check_crop(self.crop, self.depth, "")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], saved: Mapping[str, Any] | None = None) -> PretrainConfig:

@@ -6,8 +6,9 @@ candidates; :func:`select` adds the global rules (top ``target_pairs``,
 ``per_frame_cap``) that need every candidate's score. Two speed-ups of the build
 are derived from the rule here, so they can never disagree with it:
 
-- :func:`decided_per_candidate`: whether each candidate's fate is its own (no
-  ranking), so stage 1 can keep a pair the moment it is scored;
+- :func:`decided_per_frame`: whether a candidate's fate depends on its frame
+  alone (no global ranking), so stage 1 can keep a frame's pairs as soon as the
+  frame is scored;
 - :func:`prescreen_bar`: the prescore below which a candidate cannot be kept
   and is not rendered with the full camera.
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from hdrprep.config import MetricConfig, SelectConfig
 
-__all__ = ["decided_per_candidate", "eligible", "prescreen_bar", "select"]
+__all__ = ["decided_per_frame", "eligible", "iou", "prescreen_bar", "select"]
 
 
 def eligible(score, saturated, config: SelectConfig):
@@ -36,9 +37,9 @@ def eligible(score, saturated, config: SelectConfig):
     return (saturated > config.min_saturated_fraction) & (score >= config.threshold)
 
 
-def decided_per_candidate(config: SelectConfig) -> bool:
-    """True if a candidate's keep decision depends on it alone (no ranking among candidates)."""
-    return config.keep_all or (config.target_pairs is None and config.per_frame_cap is None)
+def decided_per_frame(config: SelectConfig) -> bool:
+    """True if a candidate's keep decision depends on its own frame's candidates alone (no global ranking)."""
+    return config.keep_all or config.target_pairs is None
 
 
 def prescreen_bar(select_cfg: SelectConfig, metric_cfg: MetricConfig) -> float | None:
@@ -56,7 +57,8 @@ def prescreen_bar(select_cfg: SelectConfig, metric_cfg: MetricConfig) -> float |
     return select_cfg.threshold - metric_cfg.prescreen_margin
 
 
-def select(score, saturated, frame, index, config: SelectConfig | None = None, rendered=None) -> np.ndarray:
+def select(score, saturated, frame, index, config: SelectConfig | None = None, rendered=None,
+           boxes=None) -> np.ndarray:
     """Which candidates become training pairs.
 
     Parameters
@@ -73,6 +75,9 @@ def select(score, saturated, frame, index, config: SelectConfig | None = None, r
     rendered : array_like, (N,) bool, optional
         False for a candidate whose score is the prescore on the deterministic camera
         (:func:`prescreen_bar`); such a candidate is never kept outside ``keep_all``.
+    boxes : array_like, (N, 4) int, optional
+        Each candidate's window in its frame as (row, col, height, width) pixels;
+        needed by ``max_overlap``.
 
     Returns
     -------
@@ -83,10 +88,15 @@ def select(score, saturated, frame, index, config: SelectConfig | None = None, r
     ``keep_all`` keeps everything. Otherwise a candidate is eligible when its
     saturated fraction is above ``min_saturated_fraction`` (default 0: at least
     one saturated pixel) and its score is >= ``threshold``. With
-    ``per_frame_cap`` only the best ``per_frame_cap`` eligible candidates of
-    each frame stay eligible; with ``target_pairs`` the best ``target_pairs``
+    ``max_overlap``, going through a frame's eligible candidates best first, one
+    whose window overlaps a kept one of the frame by an intersection over union
+    above ``max_overlap`` is dropped (a greedy non-maximum suppression). With
+    ``per_frame_cap`` only the best ``per_frame_cap`` of what remains of each
+    frame stay eligible; with ``target_pairs`` the best ``target_pairs``
     eligible candidates overall are kept. "Best" orders by score (descending),
     then frame key, then index, so ties are decided the same way on every run.
+    The per-frame rules look at one frame's candidates only, so a frame's
+    selection can be made as soon as it is scored (:func:`decided_per_frame`).
     """
     cfg = SelectConfig() if config is None else config
     score = np.asarray(score, dtype=np.float64)
@@ -107,12 +117,16 @@ def select(score, saturated, frame, index, config: SelectConfig | None = None, r
     keep = eligible(score, saturated, cfg)
     if rendered is not None:
         keep &= np.asarray(rendered, dtype=bool)
-    if cfg.per_frame_cap is None and cfg.target_pairs is None:
+    if cfg.per_frame_cap is None and cfg.target_pairs is None and cfg.max_overlap is None:
         return keep
     _, frame_code = np.unique(frame, return_inverse=True)
     frame_code = frame_code.reshape(-1)
     order = np.lexsort((index, frame_code, -score))  # best first, deterministic ties
     order = order[keep[order]]
+    if cfg.max_overlap is not None:
+        if boxes is None:
+            raise ValueError("select.max_overlap needs each candidate's window (boxes)")
+        order = _suppress_overlaps(order, frame_code, np.asarray(boxes, dtype=np.int64), cfg.max_overlap)
     if cfg.per_frame_cap is not None:
         # rank of each candidate within its frame, in the best-first order
         fc = frame_code[order]
@@ -126,3 +140,31 @@ def select(score, saturated, frame, index, config: SelectConfig | None = None, r
     out = np.zeros(n, bool)
     out[order] = True
     return out
+
+
+def iou(box, boxes) -> np.ndarray:
+    """Intersection over union of window ``box`` with each of ``boxes``; windows are (row, col, height, width).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (K,) in [0, 1].
+    """
+    box = np.asarray(box, dtype=np.int64)
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    dy = np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
+    dx = np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    inter = np.clip(dy, 0, None) * np.clip(dx, 0, None)
+    return inter / (box[2] * box[3] + boxes[:, 2] * boxes[:, 3] - inter)
+
+
+def _suppress_overlaps(order: np.ndarray, frame_code: np.ndarray, boxes: np.ndarray, limit: float) -> np.ndarray:
+    """``order`` (best first) without the candidates whose window overlaps a better kept one of its frame."""
+    kept: dict[int, list[int]] = {}
+    out = []
+    for i in order.tolist():
+        mine = kept.setdefault(int(frame_code[i]), [])
+        if not mine or iou(boxes[i], boxes[mine]).max() <= limit:
+            mine.append(i)
+            out.append(i)
+    return np.array(out, dtype=np.int64)

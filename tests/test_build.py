@@ -20,6 +20,7 @@ import zarr
 from hdrprep import build, camera, candidates, schema, store
 from hdrprep.config import Config, load_preset
 from hdrprep.errors import ConfigError
+from hdrprep.verify import verify
 
 SMOKE = load_preset("smoke")
 
@@ -330,3 +331,30 @@ def test_first_run_says_kernels_compile_and_shows_the_dashboard(frames, tmp_path
     _build(frames, tmp_path / "b.zarr", progress=True, workers=1, scheduler=None)
     err = capsys.readouterr().err
     assert "compiling" not in err and "Dask dashboard: http://" in err
+
+
+def test_per_frame_rules_are_decided_in_stage_1(frames, tmp_path, monkeypatch):
+    """max_overlap and per_frame_cap look at one frame: stage 1 keeps its pairs, stage 3 renders none, and the
+    bytes equal those of stage 3 rendering every pair; no two kept windows of a frame overlap more than allowed."""
+    from hdrprep.selection import iou
+
+    config = SMOKE.override(**{"select.max_overlap": 0.3, "select.per_frame_cap": 4})
+    calls = []
+    real = candidates.render_pair
+    monkeypatch.setattr(candidates, "render_pair", lambda *a, **kw: calls.append(a[1:3]) or real(*a, **kw))
+    out = tmp_path / "stage1.zarr"
+    _build(frames, out, config)
+    rendered = pq.read_table(out / schema.CANDIDATES_NAME)["rendered"].to_pylist()
+    assert len(calls) == sum(rendered)  # stage 1's renders only
+    index = pq.read_table(out / schema.INDEX_NAME).to_pylist()
+    by_frame: dict = {}
+    for r in index:
+        by_frame.setdefault(r["source"], []).append((r["row"], r["col"], r["size"], r["size"]))
+    assert index and all(len(b) <= 4 for b in by_frame.values())
+    assert all(iou(a, [b]).max() <= 0.3 for boxes in by_frame.values() for i, a in enumerate(boxes)
+               for b in boxes[i + 1:])
+    monkeypatch.setattr(build, "_read_stash", lambda out, row: None)
+    again = tmp_path / "stage3.zarr"
+    _build(frames, again, config)
+    _assert_same(_contents(out), _contents(again))
+    assert verify(out) == []

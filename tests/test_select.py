@@ -110,7 +110,7 @@ def test_empty_and_bad_inputs():
 
 def test_prescored_candidates_are_never_kept_and_the_bar_follows_the_rule():
     from hdrprep.config import MetricConfig
-    from hdrprep.selection import decided_per_candidate, eligible, prescreen_bar
+    from hdrprep.selection import decided_per_frame, eligible, prescreen_bar
 
     score, saturated, frame, index = candidates(3)
     rendered = np.random.default_rng(3).random(len(score)) < 0.7
@@ -127,6 +127,46 @@ def test_prescored_candidates_are_never_kept_and_the_bar_follows_the_rule():
     assert prescreen_bar(SelectConfig(target_pairs=10), metric) is None  # ranking needs every real score
     assert prescreen_bar(SelectConfig(keep_all=True), metric) is None
     assert prescreen_bar(SelectConfig(), MetricConfig(prescreen_margin=None)) is None
-    assert decided_per_candidate(SelectConfig()) and decided_per_candidate(SelectConfig(keep_all=True))
-    assert not decided_per_candidate(SelectConfig(per_frame_cap=3))
-    assert not decided_per_candidate(SelectConfig(target_pairs=3))
+    assert decided_per_frame(SelectConfig()) and decided_per_frame(SelectConfig(keep_all=True))
+    assert decided_per_frame(SelectConfig(per_frame_cap=3))  # a per-frame rule: the frame alone decides
+    assert not decided_per_frame(SelectConfig(target_pairs=3))
+
+
+def _iou_reference(a, b):
+    """Intersection over union of two windows (row, col, height, width), one pixel at a time."""
+    pa = {(y, x) for y in range(a[0], a[0] + a[2]) for x in range(a[1], a[1] + a[3])}
+    pb = {(y, x) for y in range(b[0], b[0] + b[2]) for x in range(b[1], b[1] + b[3])}
+    return len(pa & pb) / len(pa | pb)
+
+
+def test_iou_is_the_pixel_count_ratio():
+    from hdrprep.selection import iou
+
+    rng = np.random.default_rng(5)
+    boxes = np.concatenate([rng.integers(0, 20, (30, 2)), rng.integers(1, 12, (30, 2))], axis=1)
+    for a in boxes[:6]:
+        assert iou(a, boxes) == pytest.approx([_iou_reference(a, b) for b in boxes], abs=1e-12)
+
+
+def test_max_overlap_is_greedy_suppression_per_frame():
+    """Best first within each frame, a window overlapping a kept one by IoU > max_overlap is dropped."""
+    score, saturated, frame, index = candidates(9, n=300, frames=5)
+    rng = np.random.default_rng(9)
+    boxes = np.concatenate([rng.integers(0, 40, (300, 2)), np.full((300, 2), 16)], axis=1)
+    for limit, cap in ((0.5, None), (0.2, None), (0.5, 3)):
+        cfg = SelectConfig(threshold=0.5, max_overlap=limit, per_frame_cap=cap)
+        keep = select(score, saturated, frame, index, cfg, boxes=boxes)
+        # the reference: eligible candidates best first, suppression, then the cap
+        ok = [i for i in range(300) if saturated[i] > 0 and score[i] >= 0.5]
+        kept: dict = {}
+        for i in sorted(ok, key=lambda i: (-score[i], frame[i], index[i])):
+            mine = kept.setdefault(frame[i], [])
+            if all(_iou_reference(boxes[i], boxes[j]) <= limit for j in mine):
+                mine.append(i)
+        expect = [i for f in kept for i in (kept[f] if cap is None else kept[f][:cap])]
+        assert np.array_equal(np.flatnonzero(keep), np.sort(expect))
+        for f in set(frame):  # the goal: no two kept windows of a frame overlap by more than the limit
+            mine = np.flatnonzero(keep & (frame == f))
+            assert all(_iou_reference(boxes[a], boxes[b]) <= limit for a in mine for b in mine if a < b)
+    with pytest.raises(ValueError, match="boxes"):
+        select(score, saturated, frame, index, SelectConfig(max_overlap=0.5))
