@@ -349,7 +349,8 @@ def inspect_cmd(store_path, as_json):
               help="PNG to write: the contact sheet, or with --candidates the candidates sheet.")
 @click.option("--n", default=64, show_default=True, type=click.IntRange(min=1),
               help="Pairs on the contact sheet (with --candidates: most thumbnails per group).")
-@click.option("--sort", type=click.Choice(["score", "random"]), default="score", show_default=True)
+@click.option("--sort", type=click.Choice(["spread", "score", "random"]), default="spread", show_default=True,
+              help="spread: the best pair of each frame, then the second of each, ...")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of --sort random.")
 @click.option("--source", help="Only pairs from these frames: a path as in the index, a glob or a file name.")
 @click.option("--candidates", "frame", metavar="FRAME",

@@ -77,7 +77,7 @@ def match_sources(keys: list[str], pattern: str, what: str = "frames of the stor
     return found
 
 
-def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str = "score",
+def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str = "spread",
                   thumb: int = 128, seed: int = 0, source: str | None = None) -> Path:
     """Write a PNG with, per pair, the LDR, the HDR (mu-law up to its 99.9th percentile) and 1 - mask.
 
@@ -93,8 +93,11 @@ def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str =
         PNG file to write.
     n : int
         Number of pairs shown (the first ``n`` by the sort order), >= 1.
-    sort : {'score', 'random'}
-        Highest scores first, or a seeded random sample shown in pair order.
+    sort : {'spread', 'score', 'random'}
+        ``spread``: across sources, the best pair of each frame, then the second best
+        of each, and so on (frames in order of their best score), so a sheet shows
+        many scenes rather than the top ``n`` of one; ``score``: highest scores first;
+        ``random``: a seeded random sample shown in pair order.
     thumb : int
         Side of each thumbnail in pixels.
     seed : int
@@ -109,8 +112,8 @@ def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str =
     """
     st = store.open_store(root)
     group, index = st.group, st.index
-    if sort not in ("score", "random"):
-        raise ConfigError(f"--sort {sort!r}: choose 'score' or 'random'")
+    if sort not in ("spread", "score", "random"):
+        raise ConfigError(f"--sort {sort!r}: choose 'spread', 'score' or 'random'")
     if n < 1 or thumb < 16:
         raise ConfigError(f"--n {n} / thumb {thumb}: show at least one pair, thumbnails of >= 16 pixels")
     if index.num_rows == 0:
@@ -123,7 +126,9 @@ def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str =
     if source is not None:
         wanted = set(match_sources(sources, source, "frames with pairs"))
         pool = np.array([i for i, s in enumerate(sources) if s in wanted])
-    if sort == "score":
+    if sort == "spread":
+        picks = _round_robin(pool, scores, sources)[:n]
+    elif sort == "score":
         picks = pool[np.argsort(-scores[pool], kind="stable")][:n]
     else:
         picks = np.sort(np.random.default_rng(seed).permutation(pool)[:n])
@@ -144,6 +149,18 @@ def contact_sheet(root: str | Path, out: str | Path, *, n: int = 32, sort: str =
         chars = max(8, (3 * thumb) // 7)  # about 7 pixels per character at this font scale
         _put(sheet, f"#{int(i)} s={scores[i]:.2f} sat={sat[i]:.2f} {Path(sources[i]).name}"[:chars], x + 2, y + 12)
     return _write_png(out, sheet)
+
+
+def _round_robin(pool: np.ndarray, scores: np.ndarray, sources: list[str]) -> np.ndarray:
+    """``pool``'s pairs ordered by (rank within their frame, the frame's best score): one per frame at a time."""
+    best = pool[np.argsort(-scores[pool], kind="stable")]
+    rank, seen, first = np.empty(len(best), np.int64), {}, {}
+    for i, k in enumerate(best.tolist()):
+        rank[i] = seen.get(sources[k], 0)
+        seen[sources[k]] = rank[i] + 1
+        first.setdefault(sources[k], i)  # frames in order of their best pair
+    frame_order = np.array([first[sources[k]] for k in best.tolist()], np.int64)
+    return best[np.lexsort((frame_order, rank))]
 
 
 def _spread(order: np.ndarray, n: int) -> np.ndarray:

@@ -6,11 +6,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from hdrprep import schema, store
 
-__all__ = ["summarize", "format_summary", "QUANTILES"]
+__all__ = ["summarize", "format_summary", "gini", "QUANTILES"]
 
 #: Quantiles reported for every distribution (0 and 1 are the minimum and maximum).
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -30,6 +31,36 @@ def _distribution(column) -> dict | None:
     q = np.quantile(a, QUANTILES)
     return dict(count=int(a.size), mean=float(a.mean()),
                 quantiles={f"{p:g}": float(v) for p, v in zip(QUANTILES, q)})
+
+
+def gini(counts) -> float | None:
+    """Gini coefficient of pairs per frame: 0 when every frame gives as many, near 1 when one gives all.
+
+    G = sum_i sum_j |x_i - x_j| / (2 n^2 mean(x)), over the frames read (zeros included); None
+    without pairs.
+    """
+    x = np.asarray(counts, dtype=np.float64)
+    if x.size == 0 or x.sum() == 0:
+        return None
+    return float(np.abs(x[:, None] - x[None, :]).sum() / (2 * x.size ** 2 * x.mean()))
+
+
+def _overlaps(index) -> dict:
+    """How much the kept windows of each frame overlap: per pair, its largest IoU with another of its frame."""
+    from hdrprep.selection import iou
+
+    cols = {c: index[c].to_numpy() for c in ("row", "col", "size")}
+    boxes = np.stack([cols["row"], cols["col"], cols["size"], cols["size"]], axis=1).astype(np.int64)
+    source = index["source"].to_numpy(zero_copy_only=False)
+    worst = np.zeros(len(boxes))
+    for key in np.unique(source):
+        rows = np.flatnonzero(source == key)
+        for i in rows:
+            others = rows[rows != i]
+            if others.size:
+                worst[i] = iou(boxes[i], boxes[others]).max()
+    return dict(max_iou=_distribution(pa.array(worst)) if len(worst) else None,
+                pairs_over_iou_half=int((worst > 0.5).sum()))
 
 
 def _counts(column) -> dict:
@@ -75,6 +106,7 @@ def summarize(root: str | Path) -> dict:
                     candidates=candidates_of.get(rec["source"], 0), pairs=pairs_of.get(rec["source"], 0))
                for rec in attrs.get("sources", [])]
     curves = _counts(index["curve"])
+    read = [r["pairs"] for r in sources if r["status"] == "ok"]
     index_bytes = (root / schema.INDEX_NAME).stat().st_size
     cand_bytes = cand_path.stat().st_size
     arrays = {name: _dir_bytes(root / name) for name in ("ldr", "hdr")}
@@ -99,6 +131,9 @@ def summarize(root: str | Path) -> dict:
         saturated_fraction=dict(pairs=_distribution(index["saturated_fraction"]),
                                 candidates=_distribution(cand["saturated_fraction"])),
         camera=dict(curves=curves, params={p: _distribution(index[p]) for p in _NUMERIC_PARAMS}),
+        diversity=dict(pairs_per_frame_gini=gini(read), frames_with_pairs=sum(k > 0 for k in read),
+                       frames_read=len(read), largest_frame_share=max(read) / n if n else None,
+                       **_overlaps(index)),
         hdr_clamped=int(pc.sum(index["hdr_clamped"]).as_py() or 0),
         bytes=dict(ldr=arrays["ldr"], hdr=arrays["hdr"], index=index_bytes, candidates=cand_bytes,
                    arrays_raw=raw, compression=raw / stored if stored else None,
@@ -145,6 +180,13 @@ def format_summary(s: dict) -> str:
     curves = ", ".join(f"{k} {v}" for k, v in sorted(s["camera"]["curves"].items())) or "-"
     lines.append(f"camera over the pairs (curves: {curves}):")
     lines += [_dist_line(k, d) for k, d in s["camera"]["params"].items() if d is not None]
+    d = s["diversity"]
+    if d["pairs_per_frame_gini"] is not None:
+        lines.append(f"diversity: {d['frames_with_pairs']} of {d['frames_read']} frames give pairs, pairs per frame "
+                     f"Gini {d['pairs_per_frame_gini']:.2f}, the largest frame holds "
+                     f"{100 * d['largest_frame_share']:.0f} % of the pairs")
+        lines.append(f"  {d['pairs_over_iou_half']} pairs overlap another kept window of their frame by IoU > 0.5")
+        lines.append(_dist_line("max IoU with another kept window of the frame", d["max_iou"], width=46))
     if s["hdr_clamped"]:
         lines.append(f"HDR values clamped at 65504: {s['hdr_clamped']}")
     stored = b["ldr"] + b["hdr"]

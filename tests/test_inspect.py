@@ -78,3 +78,25 @@ def test_text_summary_names_every_source_and_fact(built):
 def test_not_a_store_is_refused(tmp_path):
     with pytest.raises(StoreError, match="not an hdrprep store"):
         summary.summarize(tmp_path)
+
+
+def test_diversity_gini_and_overlaps_are_the_formulas(smoke_store):
+    from hdrprep.selection import iou
+
+    assert summary.gini([5, 5, 5]) == 0.0 and summary.gini([0, 0, 9]) == pytest.approx(2 / 3)
+    assert summary.gini([1, 3]) == pytest.approx(4 / (2 * 4 * 2))  # |1-3| + |3-1| over 2 n^2 mean
+    assert summary.gini([0, 0]) is None
+    s = summary.summarize(smoke_store)
+    d = s["diversity"]
+    index = pq.read_table(smoke_store / schema.INDEX_NAME).to_pylist()
+    worst = []
+    for r in index:
+        others = [(o["row"], o["col"], o["size"], o["size"]) for o in index
+                  if o["source"] == r["source"] and o is not r]
+        worst.append(iou((r["row"], r["col"], r["size"], r["size"]), others).max() if others else 0.0)
+    assert d["pairs_over_iou_half"] == sum(w > 0.5 for w in worst)
+    assert d["max_iou"]["mean"] == pytest.approx(np.mean(worst))
+    per_frame = [r["pairs"] for r in s["sources"] if r["status"] == "ok"]
+    assert d["pairs_per_frame_gini"] == pytest.approx(summary.gini(per_frame))
+    assert d["largest_frame_share"] == pytest.approx(max(per_frame) / len(index))
+    assert "Gini" in summary.format_summary(s)

@@ -41,11 +41,26 @@ def test_contact_sheet_shows_the_best_pairs_in_order(smoke_store, tmp_path):
     group = zarr.open_group(str(smoke_store), mode="r")
     index = pq.read_table(smoke_store / schema.INDEX_NAME)
     order = np.argsort(-index["score"].to_numpy(), kind="stable")
-    out = preview.contact_sheet(smoke_store, tmp_path / "s.png", n=6, thumb=THUMB)
+    out = preview.contact_sheet(smoke_store, tmp_path / "s.png", n=6, thumb=THUMB, sort="score")
     sheet = _read(out)
     assert sheet.shape == (2 * (THUMB + 24), 4 * (3 * THUMB + 8), 3)
     for k in range(6):
         np.testing.assert_array_equal(_tile_ldr(sheet, k, 4), _thumb(group["ldr"][int(order[k])]))
+
+
+def test_default_contact_sheet_spreads_across_frames(smoke_store, tmp_path):
+    """Best pair of each frame first (frames by their best score), then each frame's second best, ..."""
+    group = zarr.open_group(str(smoke_store), mode="r")
+    index = pq.read_table(smoke_store / schema.INDEX_NAME)
+    score, source = index["score"].to_numpy(), index["source"].to_pylist()
+    ranked = {}
+    for i in np.argsort(-score, kind="stable").tolist():
+        ranked.setdefault(source[i], []).append(i)
+    expect = [ranked[f][r] for r in range(max(map(len, ranked.values()))) for f in ranked if r < len(ranked[f])]
+    assert len(ranked) == 2 and len({source[i] for i in expect[:2]}) == 2
+    sheet = _read(preview.contact_sheet(smoke_store, tmp_path / "s.png", n=6, thumb=THUMB))
+    for k in range(6):
+        np.testing.assert_array_equal(_tile_ldr(sheet, k, 4), _thumb(group["ldr"][expect[k]]))
 
 
 def test_contact_sheet_source_filter(smoke_store, tmp_path):
@@ -68,7 +83,7 @@ def test_contact_sheet_source_filter(smoke_store, tmp_path):
 def test_contact_sheet_bad_arguments(smoke_store, tmp_path):
     with pytest.raises(ConfigError, match="matches none of the 2 frames with pairs: synth_000.exr, synth_001.exr"):
         preview.contact_sheet(smoke_store, tmp_path / "s.png", source="nope.exr")
-    with pytest.raises(ConfigError, match="choose 'score' or 'random'"):
+    with pytest.raises(ConfigError, match="choose 'spread', 'score' or 'random'"):
         preview.contact_sheet(smoke_store, tmp_path / "s.png", sort="best")
     assert not (tmp_path / "s.png").exists()
 
