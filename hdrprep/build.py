@@ -152,7 +152,8 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
         cols = candidates.score_frame(frame, key, config, camera.load_curves(config.camera), on_pair=stash)
         if stash is not None:
             stash.keep(selection.select(cols["score"], cols["saturated_fraction"], [key] * len(cols["score"]),
-                                        cols["candidate"], config.select, cols["rendered"], _boxes(cols)))
+                                        cols["candidate"], config.select, cols["rendered"],
+                                        selection.window_boxes(cols)))
     except BadFrameError as exc:
         record.update(status="skipped", reason=exc.reason, detail=exc.detail or str(exc))
     except OSError as exc:
@@ -171,13 +172,6 @@ def score_frame_task(src: str, key: str, work: str, config_dict: dict) -> dict:
     files.atomic_write_bytes(Path(work) / "candidates" / f"{_frame_id(key)}.parquet", buf.getvalue().to_pybytes())
     files.pause_point("scored")
     return record
-
-
-def _boxes(cols) -> np.ndarray:
-    """Each candidate's window in its frame, (N, 4) int64 (row, col, height, width), from table columns."""
-    size = np.asarray(cols["size"], dtype=np.int64)
-    return np.stack([np.asarray(cols["row"], dtype=np.int64), np.asarray(cols["col"], dtype=np.int64), size, size],
-                    axis=1).reshape(-1, 4)
 
 
 class _Stash:
@@ -662,7 +656,7 @@ def _select(candidates, config: Config):
     keep = selection.select(candidates["score"].to_numpy(), candidates["saturated_fraction"].to_numpy(),
                             candidates["source"].to_numpy(zero_copy_only=False),
                             candidates["candidate"].to_numpy(), config.select, candidates["rendered"].to_numpy(),
-                            _boxes({c: candidates[c].to_numpy() for c in ("row", "col", "size")}))
+                            selection.window_boxes(candidates))
     kept = candidates.filter(pa.array(keep))
     pair = np.arange(kept.num_rows, dtype=np.int64)
     return kept.add_column(0, "pair", pa.array(pair)).append_column(

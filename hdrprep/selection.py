@@ -19,7 +19,7 @@ import numpy as np
 
 from hdrprep.config import MetricConfig, SelectConfig
 
-__all__ = ["decided_per_frame", "eligible", "iou", "prescreen_bar", "select"]
+__all__ = ["decided_per_frame", "eligible", "iou", "prescreen_bar", "select", "window_boxes"]
 
 
 def eligible(score, saturated, config: SelectConfig):
@@ -140,6 +140,28 @@ def select(score, saturated, frame, index, config: SelectConfig | None = None, r
     out = np.zeros(n, bool)
     out[order] = True
     return out
+
+
+def window_boxes(columns) -> np.ndarray:
+    """Each candidate's window in its frame from table columns: (N, 4) int64 (row, col, height, width).
+
+    Parameters
+    ----------
+    columns : mapping
+        ``row``, ``col``, ``size`` and, where the store has it, ``crop`` (the source
+        side of a resized crop; 0 or null for a native window of ``size`` pixels):
+        numpy arrays, pyarrow columns or lists.
+    """
+    def column(name):
+        c = columns[name]
+        c = c.to_numpy(zero_copy_only=False) if hasattr(c, "to_numpy") else np.asarray(c)
+        return np.nan_to_num(np.asarray(c, dtype=np.float64)).astype(np.int64)  # a null crop: native
+
+    side = column("size")
+    if "crop" in getattr(columns, "column_names", columns):
+        crop = column("crop")
+        side = np.where(crop > 0, crop, side)
+    return np.stack([column("row"), column("col"), side, side], axis=1).reshape(-1, 4)
 
 
 def iou(box, boxes) -> np.ndarray:

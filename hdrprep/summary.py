@@ -47,10 +47,9 @@ def gini(counts) -> float | None:
 
 def _overlaps(index) -> dict:
     """How much the kept windows of each frame overlap: per pair, its largest IoU with another of its frame."""
-    from hdrprep.selection import iou
+    from hdrprep.selection import iou, window_boxes
 
-    cols = {c: index[c].to_numpy() for c in ("row", "col", "size")}
-    boxes = np.stack([cols["row"], cols["col"], cols["size"], cols["size"]], axis=1).astype(np.int64)
+    boxes = window_boxes(index)
     source = index["source"].to_numpy(zero_copy_only=False)
     worst = np.zeros(len(boxes))
     for key in np.unique(source):
