@@ -9,7 +9,9 @@ camera, next to the numpy/OpenCV reference implementation of the same steps
 (``numpy_reference_render`` in tests/test_camera.py, the code the Numba kernel
 replaced; its noise rows use the new generator, the old ``Generator.standard_normal``
 draw is timed on its own in the last row) and the speed-up, and writes a plot of sampled camera curves to
-PLOT.png (default /tmp/curves.png).
+PLOT.png (default /tmp/curves.png). A second table times the ``eilertsen2017`` camera:
+the crop's resize to 512x512 (``camera.crop_window``, crops of U(0.2, 0.6) x the frame width of
+four EXR fixtures, clamped to [512, frame height]), its histogram exposure and its full camera.
 """
 
 import argparse
@@ -35,7 +37,7 @@ SIZE = 512
 HDR_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hdr"
 
 
-def windows(n, rng):
+def frames_or_noise(rng):
     frames = []
     for name in ("forest_slope_1k.hdr", "venice_sunset_1k.hdr", "kiara_1_dawn_1k.hdr", "moonless_golf_1k.hdr"):
         img = cv2.imread(str(HDR_DIR / name), cv2.IMREAD_UNCHANGED)
@@ -44,6 +46,11 @@ def windows(n, rng):
     if not frames:
         print(f"(no fixtures at {HDR_DIR}: timing lognormal noise images)")
         frames = [rng.lognormal(0, 2, (SIZE * 2, SIZE * 2, 3)).astype(np.float32)]
+    return frames
+
+
+def windows(n, rng):
+    frames = frames_or_noise(rng)
     out = []
     for i in range(n):
         f = frames[i % len(frames)]
@@ -151,9 +158,43 @@ def main(argv=None):
         alone_s = f"{alone:11.2f}" if alone is not None else " " * 11
         ref_s = f"{ref:13.2f} {ref / t:8.1f}x" if ref is not None else ""
         print(f"{name:34s} {t:9.2f} {alone_s} {share:13.0%} {ref_s}")
+    eilertsen(args.patches, rng)
     plot_curves(args.plot)
     print(f"curve plot: {args.plot}")
     return 0
+
+
+def eilertsen(n, rng):
+    """ms per 512x512 pair of the eilertsen2017 camera, by step."""
+    from hdrprep.camera import crop_window, exposure_histogram
+
+    from hdrprep.io import read_frame
+
+    # frames wider than 512 / 0.2 px: the crops are resized both up and down
+    names = ("CrissyField.exr", "MtTamWest.exr", "StarField.exr", "Tree.exr")
+    frames = [read_frame(HDR_DIR / name)[0] for name in names if (HDR_DIR / name).is_file()]
+    frames = frames or [rng.lognormal(0, 2, (1365, 2048, 3)).astype(np.float32)]
+    cfg = CameraConfig(mode="eilertsen2017", exposure_mode="histogram")
+    items = []
+    for i in range(n):
+        f = frames[i % len(frames)]
+        side = int(np.clip(np.floor(rng.uniform(0.2, 0.6) * f.shape[1]), SIZE, min(f.shape[:2])))
+        y, x = rng.integers(0, f.shape[0] - side + 1), rng.integers(0, f.shape[1] - side + 1)
+        p = dataclasses.replace(sample_params(rng, cfg), crop=side, flip=bool(rng.random() < 0.5))
+        win = crop_window(f, int(y), int(x), SIZE, side, p.flip)
+        items.append((f, int(y), int(x), win, dataclasses.replace(p, exposure=exposure_histogram(win, 0.9) or 1.0)))
+    off = dict(noise=False, color_jitter=False, jpeg=False)
+    fns = {"crop_window (resize, flip)": lambda it: crop_window(it[0], it[1], it[2], SIZE, it[4].crop, it[4].flip),
+           "exposure_histogram": lambda it: exposure_histogram(it[3], it[4].clip_quantile),
+           "exposure_for (exact, for scale)": lambda it: exposure_for(it[3], it[4].clip_quantile),
+           "clamps+exposure+curve+quantise": lambda it: render(it[3], it[4], CameraConfig(mode="eilertsen2017", **off)),
+           "full camera (noise, jitter, JPEG)": lambda it: render(it[3], it[4], cfg)}
+    ms = interleaved_ms(fns, items)
+    print(f"\neilertsen2017 camera, {SIZE}x{SIZE} pairs from crops of 0.2-0.6 x the width, median over {len(items)}")
+    for name, t in ms.items():
+        print(f"{name:34s} {t:9.2f}")
+    total = ms["crop_window (resize, flip)"] + ms["exposure_histogram"] + ms["full camera (noise, jitter, JPEG)"]
+    print(f"{'crop + exposure + camera':34s} {total:9.2f}")
 
 
 if __name__ == "__main__":

@@ -388,3 +388,254 @@ def base_levels(hdr, exposure, thresholds, start, vmin, ldr):
                     if v >= tv:
                         lrow[x, c] = _level(v, thresholds, start)
     return count
+
+
+# ---------------------------------------------------------------------------------------------
+# The eilertsen2017 camera (``CameraConfig.mode``): the steps of HDR-CNN's virtualcamera.cpp,
+# with OpenCV's float arithmetic where it is OpenCV's (cv::resize INTER_LINEAR, the HSV
+# conversions of its SIMD path, calcHist on non-uniform bins).
+
+_CLAMP_LOW = np.float32(1e-5)      # virtualcamera.cpp's max(x, 1e-5) (before exposure and after the jitter)
+_CLAMP_IN_HIGH = np.float32(1e5)   # its min(x, 1e5) of the resized crop
+_CLAMP_OUT_HIGH = np.float32(1e10)  # its min(x, 1e10) of the target
+_FLT_EPSILON = np.float32(np.finfo(np.float32).eps)
+_HSV_TO_SEXTANT = np.float32(6.0) / np.float32(360.0)  # OpenCV's hscale of HSV2RGB_f (hrange 360)
+_ONE_SIXTH = np.float32(1.0 / 6.0)
+#: Bins of virtualcamera.cpp's exposure histogram.
+HIST_BINS = 256
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def resize_linear(src, yofs, beta, xofs, alpha, xmax, area2, flip, out):
+    """cv::resize(INTER_LINEAR) of a float32 (H, W, 3) crop into ``out`` (oh, ow, 3), optionally mirrored.
+
+    The tables are OpenCV's (computed by the wrapper): for output column dx the source
+    column ``xofs[dx]`` and weight ``alpha[dx]`` of the next one (columns at or after
+    ``xmax`` copy ``src[:, xofs]``); for output row dy the row ``yofs[dy]`` and weight
+    ``beta[dy]`` of the next, rows clamped to the crop. Each value is
+    ``S0 * (1 - a) + S1 * a`` in float32, horizontally then vertically, as OpenCV's
+    float path computes it. ``area2``: the crop is exactly twice the output size, where
+    OpenCV switches to INTER_AREA: ``(((a + b) + c) + d) * 0.25`` of each 2x2 block.
+    ``flip`` mirrors the output left-right (``cv::flip(x, 1)``).
+    """
+    h_src, w_src = src.shape[0], src.shape[1]
+    oh, ow = out.shape[0], out.shape[1]
+    quarter = np.float32(0.25)
+    if area2:
+        for y in range(oh):
+            for x in range(ow):
+                xo = ow - 1 - x if flip else x
+                for c in range(3):
+                    out[y, xo, c] = (((src[2 * y, 2 * x, c] + src[2 * y, 2 * x + 1, c]) + src[2 * y + 1, 2 * x, c])
+                                     + src[2 * y + 1, 2 * x + 1, c]) * quarter
+        return
+    one = np.float32(1.0)
+    row0 = np.empty((ow, 3), np.float32)
+    row1 = np.empty((ow, 3), np.float32)
+    for y in range(oh):
+        b = beta[y]
+        b0 = one - b
+        s0 = min(max(yofs[y], 0), h_src - 1)
+        s1 = min(max(yofs[y] + 1, 0), h_src - 1)
+        for k in range(2):
+            sy = s0 if k == 0 else s1
+            row = row0 if k == 0 else row1
+            for x in range(ow):
+                sx = xofs[x]
+                if x < xmax:
+                    a = alpha[x]
+                    a0 = one - a
+                    for c in range(3):
+                        row[x, c] = src[sy, sx, c] * a0 + src[sy, sx + 1, c] * a
+                else:
+                    for c in range(3):
+                        row[x, c] = src[sy, sx, c]
+        for x in range(ow):
+            xo = ow - 1 - x if flip else x
+            for c in range(3):
+                out[y, xo, c] = row0[x, c] * b0 + row1[x, c] * b
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def histogram_exposure(window, q, edges, counts):
+    """virtualcamera.cpp's exposure of a resized crop: 1 / its estimate of the q-quantile (float32).
+
+    The values are clamped to [1e-5, 1e5] first (as the C++ does before it); ``edges``
+    (float32, HIST_BINS + 1) get the bin edges ``(sqrt(mi) + (sqrt(ma) - sqrt(mi)) i / 256)^2``
+    (double, then float32) with mi, ma the clamped minimum and maximum + 1e-5, and
+    ``counts`` the histogram of all 3 h w channel values on them (OpenCV's calcHist with
+    non-uniform bins: R[i] <= v < R[i + 1]). The cumulative share is summed in float32
+    until it reaches q (not before the second bin), and the quantile interpolated
+    linearly inside that bin, in float32, as the C++ does. Returns 0 where the edges
+    are not strictly increasing (a window too flat for 256 float32 bins: there OpenCV's
+    calcHist raises and the C++ drops the crop).
+    """
+    h, w = window.shape[0], window.shape[1]
+    lo = _CLAMP_LOW
+    hi = _CLAMP_IN_HIGH
+    mi = np.inf
+    ma = -np.inf
+    for y in range(h):
+        for x in range(w):
+            for c in range(3):
+                v = window[y, x, c]
+                v = v if v > lo else lo
+                v = v if v < hi else hi
+                vd = np.float64(v)
+                mi = vd if vd < mi else mi
+                ma = vd if vd > ma else ma
+    ma += 1e-5
+    smi = np.sqrt(mi)
+    sma = np.sqrt(ma)
+    for i in range(HIST_BINS + 1):
+        t = smi + ((sma - smi) * np.float64(i)) / np.float64(HIST_BINS)
+        edges[i] = np.float32(t * t)
+    for i in range(HIST_BINS):
+        if not edges[i] < edges[i + 1]:
+            return np.float32(0.0)
+        counts[i] = 0
+    # first guess of the bin from the square root, then exact comparisons with the float32 edges
+    step = np.float64(HIST_BINS) / (sma - smi)
+    for y in range(h):
+        for x in range(w):
+            for c in range(3):
+                v = window[y, x, c]
+                v = v if v > lo else lo
+                v = v if v < hi else hi
+                if v < edges[0] or v >= edges[HIST_BINS]:
+                    continue
+                k = np.intp((np.sqrt(np.float64(v)) - smi) * step)
+                k = min(max(k, 0), HIST_BINS - 1)
+                while v < edges[k]:
+                    k -= 1
+                while v >= edges[k + 1]:
+                    k += 1
+                counts[k] += 1
+    n = np.float32(h * w * 3)
+    cum = np.float32(0.0)
+    c0 = np.float32(0.0)
+    i = 0
+    while i < HIST_BINS:
+        c0 = cum
+        cum = cum + np.float32(counts[i]) / n
+        if cum >= q and i > 0:
+            break
+        i += 1
+    a = (q - c0) / (cum - c0)
+    a = a if a < np.float32(1.0) else np.float32(1.0)   # std::min(1.0f, a): NaN -> 1
+    a = a if np.float32(0.0) < a else np.float32(0.0)   # std::max(0.0f, a)
+    upper = edges[min(i + 1, HIST_BINS)]
+    lower = edges[min(i, HIST_BINS)]
+    sc = a * upper + (np.float32(1.0) - a) * lower
+    return np.float32(1.0) / sc
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _fma32(a, b, c):
+    """float32 a * b + c rounded once (as the FMA of OpenCV's AVX2 path; via float64, exact product)."""
+    return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _hsv_jitter(r, g, b, hue, sat):
+    """OpenCV's float RGB -> HSV, H += hue (degrees), S += sat, HSV -> RGB, as its SIMD path computes them.
+
+    RGB2HSV: V = max, S = (max - min) / (|max| + FLT_EPSILON), H = h * 60 / (max - min +
+    FLT_EPSILON) + (0, 120, 240 or 360) with one rounding (FMA). HSV2RGB: h = H * 6/360,
+    sector = trunc(h) mod 6 by truncation, f = h - trunc(h), and the four table values
+    V, V (1 - S), V (1 - S f), V (1 - S (1 - f)), the last two with one rounding (FMA).
+    S is not clipped (S > 1 gives negative channels) and a negative h is not wrapped
+    (its sector is 0 with f < 0): OpenCV's behaviour, kept.
+    """
+    one = np.float32(1.0)
+    mx = r if r > g else g
+    mx = mx if mx > b else b
+    mn = r if r < g else g
+    mn = mn if mn < b else b
+    diff = mx - mn
+    s = diff / (abs(mx) + _FLT_EPSILON)
+    if r == mx:
+        h0 = g - b
+        res = np.float32(360.0) if g < b else np.float32(0.0)
+    elif g == mx:
+        h0 = b - r
+        res = np.float32(120.0)
+    else:
+        h0 = r - g
+        res = np.float32(240.0)
+    rev = np.float32(60.0) / (diff + _FLT_EPSILON)
+    hh = _fma32(h0, rev, res)  # times OpenCV's hscale 360 * (1/360.f), which is exactly 1
+    hh = hh + hue
+    s = s + sat
+    v = mx
+    hs = hh * _HSV_TO_SEXTANT
+    pre = np.float32(np.trunc(hs))
+    f = hs - pre
+    t0 = v
+    t1 = v * (one - s)
+    t2 = v * _fma32(-s, f, one)
+    t3 = v * _fma32(-s, one - f, one)
+    sector = pre - np.float32(np.trunc(pre * _ONE_SIXTH)) * np.float32(6.0)
+    if sector < np.float32(1.0):
+        out_r, out_g, out_b = t0, t3, t1
+    elif sector == np.float32(1.0):
+        out_r, out_g, out_b = t2, t0, t1
+    elif sector == np.float32(2.0):
+        out_r, out_g, out_b = t1, t0, t3
+    elif sector == np.float32(3.0):
+        out_r, out_g, out_b = t1, t2, t0
+    elif sector == np.float32(4.0):
+        out_r, out_g, out_b = t3, t1, t0
+    else:
+        out_r, out_g, out_b = t0, t1, t2
+    return out_r, out_g, out_b
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def eilertsen_target(hdr, exposure, jitter, hue, sat, sigma, k1, k2, main, tail, target):
+    """The HDR target of virtualcamera.cpp's steps after the crop: clamp, exposure, noise, jitter, clamp.
+
+    ``x = min(max(hdr, 1e-5), 1e5) * exposure``; ``x = max(0, x + sigma z)`` with z the
+    seeded standard normal of counter (y * w + x) * 3 + c (:func:`render_window`'s);
+    with ``jitter``: sqrt, :func:`_hsv_jitter`, square; then ``min(max(x, 1e-5), 1e10)``.
+    All in float32; the target keeps the noise and the jitter.
+    """
+    h, w = hdr.shape[0], hdr.shape[1]
+    n3 = 3 * w
+    value = np.empty(n3, np.float32)
+    word = np.empty(n3, np.uint32)
+    noise = np.zeros(n3, np.float32)
+    ukey1 = np.uint32(k1)
+    ukey2 = np.uint32(k2)
+    noisy = sigma > np.float32(0.0)
+    zero = np.float32(0.0)
+    for y in range(h):
+        for x in range(w):
+            for c in range(3):
+                v = hdr[y, x, c]
+                v = v if v > _CLAMP_LOW else _CLAMP_LOW
+                v = v if v < _CLAMP_IN_HIGH else _CLAMP_IN_HIGH
+                value[3 * x + c] = v * exposure
+        if noisy:
+            _row_words(np.uint32(y * n3), ukey1, ukey2, word)
+            for j in range(n3):
+                noise[j] = sigma * _normal(word[j], main, tail)
+        for j in range(n3):
+            v = value[j] + noise[j]
+            value[j] = v if v > zero else zero
+        trow = target[y]
+        for x in range(w):
+            r = value[3 * x]
+            g = value[3 * x + 1]
+            b = value[3 * x + 2]
+            if jitter:
+                r, g, b = _hsv_jitter(np.sqrt(r), np.sqrt(g), np.sqrt(b), hue, sat)
+                r = r * r
+                g = g * g
+                b = b * b
+            r = r if r > _CLAMP_LOW else _CLAMP_LOW
+            g = g if g > _CLAMP_LOW else _CLAMP_LOW
+            b = b if b > _CLAMP_LOW else _CLAMP_LOW
+            trow[x, 0] = r if r < _CLAMP_OUT_HIGH else _CLAMP_OUT_HIGH
+            trow[x, 1] = g if g < _CLAMP_OUT_HIGH else _CLAMP_OUT_HIGH
+            trow[x, 2] = b if b < _CLAMP_OUT_HIGH else _CLAMP_OUT_HIGH

@@ -7,16 +7,20 @@ random choice of one capture into a small :class:`CameraParams`, and
 :func:`render` applies them deterministically. The parameters round-trip to a
 flat dict of scalars, so each row of the Parquet index can re-render its pair.
 
-Order of the steps in :func:`render` (Eilertsen's order, except where noted)
+Two modes (``CameraConfig.mode``) apply the same parameters in different orders.
+
+Mode ``santos2020`` (the default). Order of the steps in :func:`render`
+(Eilertsen's order, except where noted):
 
 1. exposure: ``x = exposure * hdr``. The caller sets ``exposure`` with
    :func:`exposure_for` (per frame or per window, ``CameraConfig.exposure_mode``)
    so that a fraction ``clip_quantile`` of the channel values stays <= 1.
 2. colour jitter: hue + N(0, hue_std_deg) degrees and saturation + N(0, sat_std)
    in HSV (OpenCV's float formulas, without the 1e-7 it adds to V when dividing),
-   computed on ``sqrt(x)`` and squared back, as Eilertsen does; saturation is
-   clipped to [0, 1] (Eilertsen leaves it unclipped and then clamps negative
-   channels to 1e-5). Deviation: each pixel is then scaled so that its gray
+   computed on ``sqrt(x)`` and squared back, as Eilertsen does; deviations from
+   Eilertsen: the hue wraps around (OpenCV does not wrap a negative hue), the
+   saturation is clipped to [0, 1] (Eilertsen leaves it unclipped: a channel goes
+   negative and is squared back), and each pixel is then scaled so that its gray
    0.299 R + 0.587 G + 0.114 B is unchanged (Eilertsen keeps V, the channel
    maximum). The jitter changes colour, not luminance, so the patch metric's
    detail layer is the same for every candidate of a frame and the score can be
@@ -39,6 +43,24 @@ Order of the steps in :func:`render` (Eilertsen's order, except where noted)
    (:func:`level_thresholds`).
 7. JPEG at quality ``min(jpeg_quality_min + U{0..jpeg_quality_span}, 100)``
    through OpenCV's encoder and decoder (libjpeg defaults, 4:2:0 chroma).
+
+Mode ``eilertsen2017``: HDR-CNN's ``virtualcamera.cpp`` step by step, in its order,
+with OpenCV's float32 arithmetic where the C++ calls OpenCV (checked against the
+compiled program in ``tests/test_eilertsen_cpp.py``: bit-identical targets):
+
+1. the window: a square crop resized to the output size and mirrored
+   (:func:`crop_window`; the crop and the flip are drawn by
+   ``candidates.sample_windows`` and recorded as ``crop`` and ``flip``);
+2. clamp to [1e-5, 1e5];
+3. exposure: times ``exposure``, which the caller sets with :func:`exposure_histogram`
+   (``exposure_mode: histogram``): the C++'s 256-bin estimate of the clip quantile;
+4. noise: ``max(0, x + sigma z)``, z as in santos2020 mode;
+5. colour jitter on ``sqrt(x)``: OpenCV's float RGB -> HSV, H + hue (degrees),
+   S + sat, HSV -> RGB, as OpenCV's SIMD code computes them (V kept, S not clipped,
+   a negative H not wrapped), squared back;
+6. clamp to [1e-5, 1e10]. The result is the **HDR target**, noise and jitter included;
+7. curve, clip, 8-bit levels and JPEG as steps 4-7 above (the C++ clips in its
+   8-bit conversion, after the curve; the same levels up to rounding boundaries).
 
 Every random step can be switched off in :class:`~hdrprep.config.CameraConfig`
 (``noise``, ``color_jitter``, ``jpeg``; curve ``'linear'`` is the identity).
@@ -77,6 +99,8 @@ __all__ = [
     "standard_normal",
     "soft_mask",
     "saturation_levels",
+    "crop_window",
+    "exposure_histogram",
     "CURVES",
     "RENDER_VERSION",
 ]
@@ -122,6 +146,14 @@ class CameraParams:
         Additive HSV saturation change.
     jpeg_quality : int
         1..100, or 0 when JPEG is off.
+    crop : int
+        Side in pixels of the square source window that is resized to the output
+        size (``sampling.scale``; :func:`crop_window`); 0 = native: the window is
+        taken at the output size and not resized (santos2020's default; also what
+        stores written before this field read as).
+    flip : bool
+        The window is mirrored left-right after the resize (``sampling.flip``);
+        False in stores written before this field.
     """
 
     exposure: float
@@ -136,6 +168,8 @@ class CameraParams:
     hue_shift: float
     sat_shift: float
     jpeg_quality: int
+    crop: int = 0
+    flip: bool = False
 
     def __post_init__(self) -> None:
         def bad(key, fix):
@@ -167,6 +201,10 @@ class CameraParams:
             bad("hue_shift", "hue and saturation shifts must be finite")
         if not 0 <= self.jpeg_quality <= 100:
             bad("jpeg_quality", "use 1..100, or 0 for no JPEG")
+        if not 0 <= self.crop < 2**31:
+            bad("crop", "use a window side in pixels, or 0 for a native window")
+        if not isinstance(self.flip, (bool, np.bool_)):
+            bad("flip", "use True or False")
 
     def to_dict(self) -> dict:
         """Flat dict ``{field: float | int | str | None}`` in field order."""
@@ -176,28 +214,35 @@ class CameraParams:
     def from_dict(cls, d: dict) -> "CameraParams":
         """Inverse of :meth:`to_dict`; also accepts numpy scalars and NaN for None.
 
-        Raises ValueError naming missing or unknown keys.
+        Keys of fields added later (``crop``, ``flip``) may be missing or None: they take
+        their defaults, what a row written before them means. Raises ValueError naming
+        other missing keys or unknown keys.
         """
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [k for k in names if k not in d]
+        later = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        missing = [k for k in names if k not in d and k not in later]
         unknown = sorted(set(d) - set(names))
         if missing or unknown:
             raise ValueError(f"CameraParams.from_dict: missing keys {missing}, unknown keys {unknown}")
         kwargs = {}
         for f in dataclasses.fields(cls):
             kind, optional = _KINDS[f.type], "None" in f.type  # f.type is the annotation string
-            v = d[f.name]
+            v = d.get(f.name)
+            if f.name in later and (v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))):
+                v = f.default
             if optional and isinstance(v, (float, np.floating)) and math.isnan(v):
                 v = None  # Parquet readers may give NaN for a null float/int column
             if v is not None:
                 if kind is int and isinstance(v, (float, np.floating)) and not float(v).is_integer():
                     raise ValueError(f"CameraParams.from_dict: {f.name}={v!r} must be an integer")
+                if kind is bool and not isinstance(v, (bool, np.bool_)) and v not in (0, 1):
+                    raise ValueError(f"CameraParams.from_dict: {f.name}={v!r} must be true or false")
                 v = kind(v)
             kwargs[f.name] = v
         return cls(**kwargs)
 
 
-_KINDS = {"float": float, "float | None": float, "int": int, "int | None": int, "str": str}
+_KINDS = {"float": float, "float | None": float, "int": int, "int | None": int, "str": str, "bool": bool}
 
 
 class CurveTable:
@@ -494,8 +539,9 @@ def render(hdr: np.ndarray, params: CameraParams, cfg: CameraConfig,
     ldr : ndarray, uint8, shape (h, w, 3)
         RGB camera output in 0..255.
     target : ndarray, float32, shape (h, w, 3)
-        ``exposure * hdr`` after colour jitter: linear, 1.0 = clipping point,
-        not clipped.
+        santos2020 mode: ``exposure * hdr`` after colour jitter: linear, 1.0 = clipping
+        point, not clipped. eilertsen2017 mode: virtualcamera.cpp's target (clamped,
+        exposed, noisy, jittered, clamped; see the module docstring).
     """
     hdr = np.asarray(hdr)
     if hdr.ndim != 3 or hdr.shape[2] != 3 or hdr.shape[0] == 0 or hdr.shape[1] == 0:
@@ -505,6 +551,8 @@ def render(hdr: np.ndarray, params: CameraParams, cfg: CameraConfig,
                          "counter holds (2**32); render smaller windows")
     if hdr.dtype != np.float32:
         hdr = hdr.astype(np.float32)
+    if cfg.mode == "eilertsen2017":
+        return _render_eilertsen(hdr, params, cfg, curves)
     k = _kernels()
     jitter = bool(cfg.color_jitter and (params.hue_shift != 0 or params.sat_shift != 0))
     sigma = params.noise_sigma if cfg.noise else 0.0
@@ -523,6 +571,130 @@ def render(hdr: np.ndarray, params: CameraParams, cfg: CameraConfig,
     if jpeg:
         ldr = _jpeg(ldr, params.jpeg_quality)
     return ldr, target
+
+
+def _render_eilertsen(hdr: np.ndarray, params: CameraParams, cfg: CameraConfig,
+                      curves: CurveTable | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render` in ``eilertsen2017`` mode (steps: the module docstring)."""
+    k = _kernels()
+    sigma = params.noise_sigma if cfg.noise else 0.0
+    jpeg = bool(cfg.jpeg and params.jpeg_quality > 0)
+    k1, k2 = k.noise_keys(params.noise_seed)
+    main, tail = _normal_tables()
+    target = np.empty(hdr.shape, np.float32)
+    k.eilertsen_target(hdr, np.float32(params.exposure), bool(cfg.color_jitter), np.float32(params.hue_shift),
+                       np.float32(params.sat_shift), np.float32(sigma), k1, k2, main, tail, target)
+    # the curve and the 8-bit levels of the target: the santos2020 kernel with exposure 1 and no
+    # jitter or noise (x * 1.0f == x), so both modes quantise the same way
+    thresholds = level_thresholds(params, curves)
+    start = np.empty(k.LEVEL_BINS, np.uint8)
+    k.level_table(thresholds, start)
+    ldr = np.empty(hdr.shape, np.uint8)
+    k.render_window(target, np.float32(1.0), False, np.float32(0.0), np.float32(0.0), np.float32(0.0), k1, k2,
+                    main, tail, thresholds, start, jpeg, np.empty(hdr.shape, np.float32), ldr)
+    if jpeg:
+        ldr = _jpeg(ldr, params.jpeg_quality)
+    return ldr, target
+
+
+def crop_window(frame: np.ndarray, row: int, col: int, size: int, crop: int = 0,
+                flip: bool = False) -> np.ndarray:
+    """The (size, size, 3) window a candidate sees: a crop of the frame, resized and mirrored.
+
+    ``crop == 0`` (native): ``frame[row:row + size, col:col + size]``, a view when not
+    mirrored. Otherwise the ``crop`` x ``crop`` square at (row, col) is resized to
+    ``size`` x ``size`` as ``cv::resize(..., INTER_LINEAR)`` does it for float32
+    (OpenCV's coefficients and float32 arithmetic, reproduced exactly: its INTER_AREA
+    switch at exactly 2x included; a crop of ``size`` is copied). ``flip`` mirrors the
+    result left-right (``cv::flip(x, 1)``), after the resize as virtualcamera.cpp does.
+
+    Parameters
+    ----------
+    frame : ndarray, float32 (H, W, 3)
+    row, col : int
+        Top-left corner of the crop in the frame.
+    size : int
+        Output side.
+    crop : int
+        Source side, 0 or >= 1; the crop must lie inside the frame.
+    flip : bool
+
+    Returns
+    -------
+    ndarray, float32 (size, size, 3)
+    """
+    side = crop or size
+    if row < 0 or col < 0 or row + side > frame.shape[0] or col + side > frame.shape[1]:
+        raise ValueError(f"crop_window: a {side}-px crop at ({row}, {col}) is outside the "
+                         f"{frame.shape[1]}x{frame.shape[0]} frame")
+    src = frame[row:row + side, col:col + side]
+    if src.dtype != np.float32:
+        src = src.astype(np.float32)
+    if crop in (0, size):  # cv::resize copies a same-size image
+        return np.ascontiguousarray(src[:, ::-1]) if flip else src
+    tables = _resize_tables(side, size)
+    out = np.empty((size, size, 3), np.float32)
+    _kernels().resize_linear(src, *tables, side == 2 * size, bool(flip), out)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _resize_tables(src: int, dst: int) -> tuple:
+    """OpenCV's INTER_LINEAR tables for a square src -> dst resize: (yofs, beta, xofs, alpha, xmax).
+
+    ``f = float32((d + 0.5) * scale - 0.5)`` with ``scale = 1 / (dst / src)`` in double,
+    ``s = floor(f)``, weight ``f - s`` in float32. Columns: a source column before the
+    first gets weight 0 at column 0; from the first output column whose ``s + 1`` is
+    past the last source column on (``xmax``), the last column is copied. Rows: the
+    source rows are clamped, the weights kept.
+    """
+    scale = 1.0 / (dst / src)
+    f = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f).astype(np.intp)
+    frac = (f - s.astype(np.float32)).astype(np.float32)
+    yofs, beta = s.copy(), frac.copy()
+    over = np.flatnonzero(s >= src - 1)
+    xmax = int(over[0]) if over.size else dst
+    xofs, alpha = s.copy(), frac.copy()
+    alpha[s < 0] = 0
+    xofs[s < 0] = 0
+    alpha[s >= src - 1] = 0
+    xofs[s >= src - 1] = src - 1
+    for a in (yofs, beta, xofs, alpha):
+        a.setflags(write=False)
+    return yofs, beta, xofs, alpha, xmax
+
+
+def exposure_histogram(window: np.ndarray, clip_quantile: float) -> float | None:
+    """virtualcamera.cpp's exposure of a (resized) window: its 256-bin estimate of a quantile.
+
+    The window is clamped to [1e-5, 1e5]; the bins are equal steps of the square root
+    between its minimum and maximum (+ 1e-5); the cumulative share of the 3 h w channel
+    values is summed bin by bin (in float32) until it reaches ``clip_quantile`` (not
+    before the second bin), and the value at that share is interpolated linearly inside
+    the bin. The exposure is 1 / that value, in float32, as the C++ multiplies by it.
+    Close to :func:`exposure_for` but not equal (the quantile is interpolated).
+
+    Returns
+    -------
+    float or None
+        The float32 exposure as a float; None where the window is too flat for 256
+        increasing float32 bins (the C++ fails there; callers fall back on
+        :func:`exposure_for`).
+    """
+    window = np.asarray(window)
+    if window.ndim != 3 or window.shape[2] != 3 or window.size == 0:
+        raise ValueError(f"exposure_histogram: expected an (h, w, 3) window, got shape {window.shape}")
+    if not 0 < clip_quantile < 1:
+        raise ValueError(f"exposure_histogram: clip_quantile={clip_quantile!r} must be in (0, 1)")
+    if window.dtype != np.float32:
+        window = window.astype(np.float32)
+    k = _kernels()
+    e = k.histogram_exposure(window, np.float32(clip_quantile), np.empty(k.HIST_BINS + 1, np.float32),
+                             np.empty(k.HIST_BINS, np.int64))
+    if not (e > 0 and math.isfinite(e)):
+        return None
+    return float(e)
 
 
 def level_thresholds(params: CameraParams, curves: CurveTable | None = None) -> np.ndarray:

@@ -13,9 +13,11 @@ parameters do not depend on how many other candidates were drawn.
 Score of a candidate (every kept pair's): Santos Algorithm 1 on the stored pair itself, H = the
 HDR target (exposure times the window, after the colour jitter) and M = the soft
 mask of the final LDR (after noise, jitter and JPEG), so anyone can recompute it
-from the store. The camera's colour jitter keeps each pixel's gray, so with one
-exposure per frame gray(H) is exposure times the frame's gray for every
-candidate, and D and G are computed once per frame.
+from the store. The santos2020 camera's colour jitter keeps each pixel's gray, so
+with one exposure per frame and native windows gray(H) is exposure times the
+frame's gray for every candidate, and D and G are computed once per frame. Resized
+crops, mirrored windows, exposure per window and the eilertsen2017 camera (its
+noise and jitter change gray) are scored window by window on their own target.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import numpy as np
 from hdrprep import camera, schema, selection
 from hdrprep.config import Config
 
-__all__ = ["frame_seed", "sample_windows", "render_pair", "render_row", "PairScorer", "score_frame"]
+__all__ = ["frame_seed", "sample_windows", "window", "expose_one", "render_pair", "render_row", "PairScorer",
+           "score_frame"]
 
 
 def frame_seed(seed: int, key: str) -> np.random.SeedSequence:
@@ -51,6 +54,15 @@ def sample_windows(shape: tuple[int, int], key: str, config: Config, curves: cam
                    which=None) -> tuple[float, np.ndarray, list[camera.CameraParams]]:
     """Draw the candidate windows of a frame and their camera parameters.
 
+    Streams: the frame's seed sequence spawns, in order, the frame's clip-quantile
+    draw, the window positions, one child per candidate for its camera parameters,
+    the crop sides and the flips, so switching crops or flips on leaves the other
+    draws unchanged. Native windows (``sampling.scale`` None) sit uniformly in
+    [0, H - P] x [0, W - P]; with a scale range, candidate j's crop side is
+    ``clip(floor(U(low, high) * W), P, min(H, W))`` and its corner is uniform in
+    [0, H - side] x [0, W - side]. A window is mirrored with probability
+    ``sampling.flip``.
+
     Parameters
     ----------
     shape : (int, int)
@@ -67,38 +79,82 @@ def sample_windows(shape: tuple[int, int], key: str, config: Config, curves: cam
     frame_clip_quantile : float
         The frame's U(clip_low, clip_high) draw (used when exposure is per frame).
     windows : numpy.ndarray
-        int64 (K, 2) top-left (row, col) of each window (of each of ``which``).
+        int64 (K, 2) top-left (row, col) of each window (of each of ``which``) in the frame.
     params : list of CameraParams
-        One per window, exposure not yet set (1.0).
+        One per window, exposure not yet set (1.0); ``crop`` (0 for a native window)
+        and ``flip`` say how the window is taken (:func:`window`).
     """
     size = config.sampling.patch_size
     k = config.sampling.patches_per_frame
     h, w = shape
     ss = frame_seed(config.seed, key)
-    frame_ss, windows_ss, cams_ss = ss.spawn(3)
+    # spawn(5)'s first three children are spawn(3)'s: older builds' streams are unchanged
+    frame_ss, windows_ss, cams_ss, crops_ss, flips_ss = ss.spawn(5)
     q = float(np.random.default_rng(frame_ss).uniform(config.camera.clip_low, config.camera.clip_high))
     wrng = np.random.default_rng(windows_ss)
-    windows = np.stack([wrng.integers(0, h - size + 1, k), wrng.integers(0, w - size + 1, k)], axis=1)
+    scale = config.sampling.scale
+    if scale is None:
+        crops = np.zeros(k, np.int64)
+        windows = np.stack([wrng.integers(0, h - size + 1, k), wrng.integers(0, w - size + 1, k)], axis=1)
+    else:
+        u = np.random.default_rng(crops_ss).uniform(scale.low, scale.high, k)
+        crops = np.clip(np.floor(u * w).astype(np.int64), size, min(h, w))
+        windows = np.stack([wrng.integers(0, h - crops + 1), wrng.integers(0, w - crops + 1)], axis=1)
+    flips = np.random.default_rng(flips_ss).random(k) < config.sampling.flip
     children = cams_ss.spawn(k)
     which = range(k) if which is None else [int(j) for j in which]
-    params = [camera.sample_params(np.random.default_rng(children[j]), config.camera, curves=curves) for j in which]
+    params = [dataclasses.replace(camera.sample_params(np.random.default_rng(children[j]), config.camera,
+                                                       curves=curves), crop=int(crops[j]), flip=bool(flips[j]))
+              for j in which]
     return q, windows[list(which)].astype(np.int64), params
+
+
+def window(frame: np.ndarray, row: int, col: int, params: camera.CameraParams, config: Config) -> np.ndarray:
+    """The (P, P, 3) float32 window candidate (row, col, params) sees: :func:`camera.crop_window`.
+
+    A native unmirrored window is a view of the frame.
+    """
+    return camera.crop_window(frame, row, col, config.sampling.patch_size, params.crop, params.flip)
+
+
+def _native(params: camera.CameraParams, size: int) -> bool:
+    """Whether a candidate's window is the frame's own pixels in place (no resize, no mirror)."""
+    return params.crop in (0, size) and not params.flip
+
+
+def expose_one(frame: np.ndarray, win: np.ndarray, params: camera.CameraParams, frame_q: float, config: Config,
+               frame_exposure: float | None = None) -> camera.CameraParams:
+    """``params`` with its exposure set (``camera.exposure_mode``).
+
+    ``frame``: one exposure for the frame (``frame_exposure`` if given) and the frame's
+    clip quantile; ``window``: :func:`camera.exposure_for` of the candidate's window;
+    ``histogram``: :func:`camera.exposure_histogram` of it (virtualcamera.cpp's
+    estimate), falling back on ``exposure_for`` where the window is too flat for it.
+    """
+    mode = config.camera.exposure_mode
+    if mode == "frame":
+        e = camera.exposure_for(frame, frame_q) if frame_exposure is None else frame_exposure
+        return dataclasses.replace(params, exposure=e, clip_quantile=frame_q)
+    e = camera.exposure_histogram(win, params.clip_quantile) if mode == "histogram" else None
+    if e is None:
+        e = camera.exposure_for(win, params.clip_quantile)
+    return dataclasses.replace(params, exposure=e)
 
 
 def expose(frame: np.ndarray, windows: np.ndarray, params: list[camera.CameraParams], frame_q: float,
            config: Config) -> list[camera.CameraParams]:
-    """Set each candidate's exposure: one per frame, or one per window (``camera.exposure_mode``)."""
-    size = config.sampling.patch_size
-    if config.camera.exposure_mode == "frame":
-        e = camera.exposure_for(frame, frame_q)
-        return [dataclasses.replace(p, exposure=e, clip_quantile=frame_q) for p in params]
-    return [dataclasses.replace(p, exposure=camera.exposure_for(frame[r:r + size, c:c + size], p.clip_quantile))
+    """Set each candidate's exposure (:func:`expose_one`)."""
+    e = camera.exposure_for(frame, frame_q) if config.camera.exposure_mode == "frame" else None
+    return [expose_one(frame, window(frame, int(r), int(c), p, config) if e is None else None, p, frame_q, config, e)
             for (r, c), p in zip(windows, params)]
 
 
 def render_pair(frame: np.ndarray, row: int, col: int, size: int, params: camera.CameraParams,
-                config: Config, curves: camera.CurveTable | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Render the (LDR, HDR) pair of one window.
+                config: Config, curves: camera.CurveTable | None = None,
+                win: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render the (LDR, HDR) pair of one window (taken as :func:`camera.crop_window` says).
+
+    ``win``: that window, where the caller has it already (saves resizing a crop again).
 
     Returns
     -------
@@ -107,8 +163,9 @@ def render_pair(frame: np.ndarray, row: int, col: int, size: int, params: camera
     hdr : numpy.ndarray
         float32 (size, size, 3), linear, camera scale (1.0 = the LDR's clipping point).
     """
-    window = frame[row:row + size, col:col + size]
-    return camera.render(window, params, config.camera, curves)
+    if win is None:
+        win = camera.crop_window(frame, row, col, size, params.crop, params.flip)
+    return camera.render(win, params, config.camera, curves)
 
 
 def render_row(frame: np.ndarray, row: dict, config: Config,
@@ -121,21 +178,28 @@ def render_row(frame: np.ndarray, row: dict, config: Config,
         float32 (H, W, 3), the row's source frame as :func:`hdrprep.io.read_frame` gives it.
     row : dict
         A row of ``index.parquet`` or ``candidates.parquet`` (``row``, ``col``, ``size`` and
-        ``schema.CAMERA_COLUMNS``).
+        ``schema.CAMERA_COLUMNS``; ``crop`` and ``flip`` may be absent or None: a native,
+        unmirrored window, what rows written before them describe).
     config : Config
-        The store's resolved configuration (the camera's on/off switches).
+        The store's resolved configuration (the camera's mode and on/off switches).
 
     Returns
     -------
     ldr, hdr : numpy.ndarray
         As :func:`render_pair`: uint8 and float32 (size, size, 3).
     """
-    params = camera.CameraParams.from_dict({k: row[k] for k in schema.CAMERA_COLUMNS})
+    params = camera.CameraParams.from_dict({k: row[k] for k in schema.CAMERA_COLUMNS if k in row})
     return render_pair(frame, int(row["row"]), int(row["col"]), int(row["size"]), params, config, curves)
 
 
 class PairScorer:
-    """Santos Algorithm 1 for the windows of one frame (D and G once per frame when exposure is per frame).
+    """Santos Algorithm 1 for the windows of one frame.
+
+    D and G are computed once per frame where every candidate's target is a fixed
+    multiple of the frame itself: exposure per frame, the santos2020 camera (its jitter
+    keeps gray) and a native, unmirrored window. Every other window (resized crops,
+    mirrored windows, exposure per window, the eilertsen2017 camera, whose noise and
+    jitter change the target's gray) is scored on its own target, one by one.
 
     Parameters
     ----------
@@ -148,13 +212,24 @@ class PairScorer:
         self.frame, self.config = frame, config
         self._frame_metric = None
 
+    def _shared(self, params: camera.CameraParams) -> bool:
+        cam = self.config.camera
+        return (cam.exposure_mode == "frame" and cam.mode == "santos2020"
+                and _native(params, self.config.sampling.patch_size))
+
     def score_ldr(self, row: int, col: int, params: camera.CameraParams, ldr: np.ndarray,
-                  target: np.ndarray | None = None) -> float:
-        """Score of window (row, col) under the soft mask of ``ldr`` (uint8 (P, P, 3)); ``target`` saves a product."""
+                  target: np.ndarray | None = None, win: np.ndarray | None = None) -> float:
+        """Score of window (row, col) under the soft mask of ``ldr`` (uint8 (P, P, 3)).
+
+        ``target`` is the pair's HDR target (what a window scored on its own is scored
+        on); without it, the deterministic camera's: ``exposure * win`` (``win`` the
+        candidate's window, taken from the frame when not given), clamped first in
+        eilertsen2017 mode.
+        """
         from hdrprep import metric
 
         size, alpha = self.config.sampling.patch_size, self.config.camera.mask_alpha
-        if self.config.camera.exposure_mode == "frame":
+        if self._shared(params):
             # the target's gray is exposure * gray(frame) for every candidate (the jitter keeps
             # gray), so D and G are computed once per frame; windows only fix their borders
             if self._frame_metric is None:
@@ -162,8 +237,15 @@ class PairScorer:
                                                         self.config.metric)
             return self._frame_metric.score_ldr(row, col, ldr, alpha)
         if target is None:
-            target = self.frame[row:row + size, col:col + size] * np.float32(params.exposure)
+            target = self._plain_target(row, col, params, win)
         return metric.FrameMetric(target, size, self.config.metric).score_ldr(0, 0, ldr, alpha)
+
+    def _plain_target(self, row, col, params, win):
+        if win is None:
+            win = window(self.frame, row, col, params, self.config)
+        if self.config.camera.mode == "eilertsen2017":
+            win = np.clip(win, np.float32(1e-5), np.float32(1e5))
+        return win * np.float32(params.exposure)
 
     def score_pair(self, row: int, col: int, params: camera.CameraParams, ldr: np.ndarray,
                    target: np.ndarray | None = None) -> tuple[float, float]:
@@ -174,12 +256,20 @@ class PairScorer:
         return (0.0 if sat == 0 else self.score_ldr(row, col, params, ldr, target)), sat
 
     def prescore(self, row: int, col: int, params: camera.CameraParams,
-                 curves: camera.CurveTable | None = None) -> tuple[float, float]:
-        """(score, saturated fraction) under the deterministic camera's mask (:func:`camera.saturation_levels`)."""
-        size = self.config.sampling.patch_size
-        base, sat = camera.saturation_levels(self.frame[row:row + size, col:col + size], params,
-                                             self.config.camera.mask_alpha, curves)
-        return (0.0 if sat == 0 else self.score_ldr(row, col, params, base)), sat
+                 curves: camera.CurveTable | None = None, win: np.ndarray | None = None) -> tuple[float, float]:
+        """(score, saturated fraction) under the deterministic camera's mask (:func:`camera.saturation_levels`).
+
+        In eilertsen2017 mode the window is clamped to [1e-5, 1e5] first, as that camera does.
+        """
+        if win is None:
+            win = window(self.frame, row, col, params, self.config)
+        if self.config.camera.mode == "eilertsen2017":
+            win = np.clip(win, np.float32(1e-5), np.float32(1e5))
+        base, sat = camera.saturation_levels(win, params, self.config.camera.mask_alpha, curves)
+        if sat == 0:
+            return 0.0, sat
+        target = None if self._shared(params) else win * np.float32(params.exposure)
+        return self.score_ldr(row, col, params, base, target), sat
 
 
 def score_frame(frame: np.ndarray, key: str, config: Config, curves: camera.CurveTable | None = None,
@@ -217,18 +307,20 @@ def score_frame(frame: np.ndarray, key: str, config: Config, curves: camera.Curv
     """
     size = config.sampling.patch_size
     frame_q, windows, params = sample_windows(frame.shape[:2], key, config, curves)
-    params = expose(frame, windows, params, frame_q, config)
+    frame_e = camera.exposure_for(frame, frame_q) if config.camera.exposure_mode == "frame" else None
     bar = selection.prescreen_bar(config.select, config.metric)
     scorer = PairScorer(frame, config)
     cols: dict[str, list] = {c: [] for c in schema.CANDIDATE_COLUMNS + schema.CAMERA_COLUMNS}
     for j, ((r, c), p) in enumerate(zip(windows, params)):
         r, c = int(r), int(c)
+        win = window(frame, r, c, p, config)
+        p = expose_one(frame, win, p, frame_q, config, frame_e)
         rendered = True
         if bar is not None:
-            score, sat = scorer.prescore(r, c, p, curves)
+            score, sat = scorer.prescore(r, c, p, curves, win)
             rendered = score >= bar
         if rendered:
-            ldr, target = render_pair(frame, r, c, size, p, config, curves)
+            ldr, target = render_pair(frame, r, c, size, p, config, curves, win=win)
             score, sat = scorer.score_pair(r, c, p, ldr, target)
             if on_pair is not None:
                 on_pair(j, ldr, target, score, sat)

@@ -26,6 +26,7 @@ __all__ = [
     "PRESET_DIR_ENV",
     "CameraConfig",
     "Config",
+    "CropScale",
     "IngestConfig",
     "MetricConfig",
     "OutputConfig",
@@ -61,12 +62,20 @@ class IngestConfig:
 class CameraConfig:
     """Virtual camera of Eilertsen et al. 2017 (the numbers: README, "The science").
 
-    Every random step can be switched off. ``exposure_mode`` chooses whether the
-    exposure (a scale such that a fraction U(clip_low, clip_high) of channel
-    values stays below 1) is computed once per frame or per candidate window.
+    ``mode`` chooses the order and arithmetic of the steps: ``santos2020`` (the
+    default: noise only in the LDR, a gray-preserving jitter with the saturation
+    clipped, so the score's detail layer can be computed once per frame) or
+    ``eilertsen2017`` (HDR-CNN's ``virtualcamera.cpp`` step by step: clamps, noise
+    kept in the target, OpenCV's HSV jitter keeping V, no saturation clip; see
+    :mod:`hdrprep.camera`). Every random step can be switched off.
+    ``exposure_mode`` chooses how the exposure (a scale such that a fraction
+    U(clip_low, clip_high) of channel values stays below 1) is found: once per
+    frame (``frame``), per candidate window exactly (``window``), or per window
+    from virtualcamera.cpp's 256-bin histogram of the square root (``histogram``).
     """
 
-    exposure_mode: Literal["frame", "window"] = "frame"
+    mode: Literal["santos2020", "eilertsen2017"] = "santos2020"
+    exposure_mode: Literal["frame", "window", "histogram"] = "frame"
     clip_low: float = 0.85
     clip_high: float = 0.95
     curve: Literal["sigmoid", "gamma", "table", "linear"] = "sigmoid"
@@ -182,17 +191,42 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class CropScale:
+    """Range of the source crop's side as a fraction of the frame width: U(low, high)."""
+
+    low: float = 0.2
+    high: float = 0.6
+
+    def __post_init__(self) -> None:
+        check(0 < self.low <= self.high <= 1, "sampling.scale.low/high", (self.low, self.high),
+              "use 0 < low <= high <= 1, e.g. 0.2 and 0.6 (Eilertsen et al. 2017)")
+
+
+@dataclass(frozen=True)
 class SamplingConfig:
-    """Candidate windows: ``patches_per_frame`` windows of ``patch_size`` squared."""
+    """Candidate windows: ``patches_per_frame`` windows of ``patch_size`` squared.
+
+    scale : None (default, santos2020) takes every window at native resolution,
+        ``patch_size`` pixels of the frame. A range ``{low, high}`` takes a square
+        crop of side ``floor(U(low, high) * frame width)``, clamped to
+        [patch_size, min(frame height, width)], and resizes it to ``patch_size``
+        (bilinear, as OpenCV's ``cv::resize``): Eilertsen et al.'s 0.2-0.6.
+    flip : probability that a window is mirrored left-right (Eilertsen: 0.5;
+        santos2020: 0, the trainer flips instead).
+    """
 
     patch_size: int = 512
     patches_per_frame: int = 250
+    scale: CropScale | None = None
+    flip: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.patch_size >= 32 and self.patch_size % 16 == 0, "sampling.patch_size", self.patch_size,
                "use a multiple of 16 that is at least 32 (paper: 512)")
         check(self.patches_per_frame >= 1, "sampling.patches_per_frame", self.patches_per_frame,
                "use a positive count (paper: 250)")
+        check(0 <= self.flip <= 1, "sampling.flip", self.flip,
+              "use a probability in [0, 1] (Eilertsen: 0.5; santos2020: 0)")
 
 
 @dataclass(frozen=True)

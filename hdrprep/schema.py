@@ -45,6 +45,7 @@ __all__ = [
     "INDEX_NAME",
     "INDEX_SCHEMA",
     "LATER_COLUMNS",
+    "LATER_DEFAULTS",
     "REPORT_NAME",
     "STASH_COLUMNS",
     "WORK_DIR",
@@ -77,7 +78,7 @@ def _camera_fields() -> list[pa.Field]:
     from hdrprep.camera import CameraParams
 
     # CameraParams' annotations are strings (postponed evaluation); each maps to one Parquet type
-    types = {"float": pa.float64(), "int": pa.int64(), "str": pa.string()}
+    types = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
     out = []
     for f in dataclasses.fields(CameraParams):
         base, _, none = f.type.partition(" | ")
@@ -110,8 +111,11 @@ _STASH = [
     pa.field("stash_clamped", pa.int64(), nullable=False),
 ]
 STASH_COLUMNS = tuple(f.name for f in _STASH)
-#: Columns added to version 1 after its first stores were written: read as nulls where absent.
-LATER_COLUMNS = ("rendered",)
+#: Columns added to version 1 after its first stores were written: read as ``LATER_DEFAULTS`` where absent.
+LATER_COLUMNS = ("rendered", "crop", "flip")
+#: What a missing later column reads as: ``rendered`` null (unknown), ``crop`` 0 (a native window of
+#: ``size`` pixels, not resized) and ``flip`` False: what every store written before them held.
+LATER_DEFAULTS = {"rendered": None, "crop": 0, "flip": False}
 
 CANDIDATES_SCHEMA = pa.schema([*_CANDIDATE, *_CAMERA, pa.field("kept", pa.bool_(), nullable=False)])
 INDEX_SCHEMA = pa.schema([
@@ -129,9 +133,9 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with ``schema``'s columns, in its order and with its types.
 
     Columns missing from ``table`` are added as nulls where the table is empty (an
-    empty store written before explicit schemas) or the column is one of
-    ``LATER_COLUMNS`` (older version-1 stores lack it); any other missing column
-    is damage and raises. Columns not in ``schema`` are dropped.
+    empty store written before explicit schemas), or as their ``LATER_DEFAULTS`` value
+    where the column is one of ``LATER_COLUMNS`` (older version-1 stores lack it); any
+    other missing column is damage and raises. Columns not in ``schema`` are dropped.
 
     Raises
     ------
@@ -141,6 +145,11 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     missing = [f.name for f in schema if f.name not in table.column_names and f.name not in LATER_COLUMNS]
     if missing and table.num_rows:
         raise ValueError(f"columns {', '.join(missing)} are missing")
-    columns = {f.name: table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-               for f in schema}
+    def absent(f: pa.Field):
+        default = LATER_DEFAULTS.get(f.name)
+        if default is None:
+            return pa.nulls(table.num_rows, f.type)
+        return pa.array([default] * table.num_rows, f.type)
+
+    columns = {f.name: table[f.name] if f.name in table.column_names else absent(f) for f in schema}
     return pa.table(columns).cast(schema)

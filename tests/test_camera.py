@@ -166,7 +166,7 @@ def test_params_round_trip_through_a_flat_dict():
     for cfg in (CameraConfig(), CameraConfig(curve="gamma", **ALL_OFF), CameraConfig(curve="linear")):
         p = dataclasses.replace(sample_params(np.random.default_rng(3), cfg), exposure=12.5)
         d = p.to_dict()
-        assert all(v is None or type(v) in (float, int, str) for v in d.values())
+        assert all(v is None or type(v) in (float, int, str, bool) for v in d.values())
         assert list(d) == [f.name for f in dataclasses.fields(CameraParams)]
         assert CameraParams.from_dict(d) == p
         # as a Parquet reader may hand them back: numpy scalars, NaN for null
@@ -680,3 +680,268 @@ def test_saturation_levels_rejects_bad_input():
         saturation_levels(np.ones((4, 4, 3), np.float32), p, 1.0)
     with pytest.raises(ValueError, match="RGB"):
         saturation_levels(np.ones((4, 4), np.float32), p, 0.96)
+
+
+# ---------------------------------------------------------------- eilertsen2017 mode, resized and mirrored windows
+# (tests/test_eilertsen_cpp.py compares the whole camera with HDR-CNN's own C++ program)
+
+def _opencv_linear_reference(src, size):
+    """cv::resize(INTER_LINEAR) of a float32 (n, n, 3) image, restated from OpenCV's resize.cpp in numpy."""
+    n = src.shape[0]
+    if n == size:
+        return src.copy()
+    if n == 2 * size:  # OpenCV's INTER_AREA for exactly 2x: ((a + b) + c) + d, times 0.25
+        return (((src[0::2, 0::2] + src[0::2, 1::2]) + src[1::2, 0::2]) + src[1::2, 1::2]) * np.float32(0.25)
+    scale = 1.0 / (size / n)
+    f = ((np.arange(size) + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f).astype(int)
+    a = f - s.astype(np.float32)
+    one = np.float32(1)
+    # columns: left of the image -> weight 0 at column 0; at or past the last column -> copy it
+    xs, xa = np.clip(s, 0, n - 1), np.where((s < 0) | (s >= n - 1), np.float32(0), a)
+    rows = src[:, xs] * (one - xa)[None, :, None] + src[:, np.minimum(xs + 1, n - 1)] * xa[None, :, None]
+    rows[:, s >= n - 1] = src[:, [n - 1]]
+    # rows: clamped source rows, weights kept
+    r0, r1 = np.clip(s, 0, n - 1), np.clip(s + 1, 0, n - 1)
+    return rows[r0] * (one - a)[:, None, None] + rows[r1] * a[:, None, None]
+
+
+@pytest.mark.parametrize("crop", [64, 100, 128, 201, 33])
+def test_crop_window_is_opencvs_linear_resize_then_a_flip(crop):
+    from hdrprep.camera import crop_window
+
+    rng = np.random.default_rng(crop)
+    frame = (rng.random((260, 300, 3)) * 10).astype(np.float32)
+    ref = _opencv_linear_reference(np.ascontiguousarray(frame[20:20 + crop, 30:30 + crop]), 64)
+    np.testing.assert_array_equal(crop_window(frame, 20, 30, 64, crop), ref)
+    np.testing.assert_array_equal(crop_window(frame, 20, 30, 64, crop, flip=True), ref[:, ::-1])
+    # native windows: the frame's own pixels (a view unless mirrored)
+    native = crop_window(frame, 20, 30, 64)
+    assert np.shares_memory(native, frame) and np.array_equal(native, frame[20:84, 30:94])
+    np.testing.assert_array_equal(crop_window(frame, 20, 30, 64, 0, True), frame[20:84, 30:94][:, ::-1])
+    with pytest.raises(ValueError, match="outside"):
+        crop_window(frame, 200, 0, 64, crop + 64)
+
+
+def _cpp_exposure_reference(window, q):
+    """virtualcamera.cpp's exposure estimate, restated in numpy: 256 bins of the square root, float32 sums."""
+    v = np.clip(window.astype(np.float32), np.float32(1e-5), np.float32(1e5)).reshape(-1)
+    mi, ma = float(v.min()), float(v.max()) + 1e-5
+    smi, sma = math.sqrt(mi), math.sqrt(ma)
+    edges = np.array([(smi + (sma - smi) * i / 256) ** 2 for i in range(257)]).astype(np.float32)
+    idx = np.searchsorted(edges, v, side="right") - 1
+    counts = np.bincount(idx[(idx >= 0) & (idx < 256)], minlength=256)
+    c = c0 = np.float32(0)
+    q = np.float32(q)
+    i = 0
+    while i < 256:
+        c0 = c
+        c = np.float32(c + np.float32(counts[i]) / np.float32(v.size))
+        if c >= q and i > 0:
+            break
+        i += 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.float32((q - c0) / (c - c0))
+    a = np.float32(min(max(a, 0), 1)) if np.isfinite(a) else np.float32(1)
+    sc = np.float32(a * edges[min(i + 1, 256)] + (np.float32(1) - a) * edges[min(i, 256)])
+    return float(np.float32(1) / sc)
+
+
+@pytest.mark.parametrize("q", [0.85, 0.9, 0.95])
+def test_exposure_histogram_is_the_cpp_estimate_of_the_quantile(q, windows):
+    from hdrprep.camera import exposure_histogram
+
+    for i, w in enumerate(windows):
+        e = exposure_histogram(w, q)
+        assert e == _cpp_exposure_reference(w, q)
+        if i < 2:  # daylight: close to the exact quantile
+            assert e == pytest.approx(exposure_for(np.clip(w, 1e-5, 1e5), q), rel=0.01)
+        else:  # a night window with lamps: 256 bins of the square root up to the lamps are coarse in the dark,
+            # and the linear interpolation inside the bin clips fewer values than 1 - q
+            assert np.mean(np.clip(w, 1e-5, 1e5) * np.float32(e) <= 1) >= q
+    assert exposure_histogram(np.full((32, 32, 3), 0.5, np.float32), 0.9) is None  # too flat for 256 bins
+
+
+def _eilertsen_cfg(**kw):
+    return CameraConfig(**{"mode": "eilertsen2017", "exposure_mode": "histogram", **ALL_OFF, **kw})
+
+
+def _opencv_jitter_reference(x, hue, sat):
+    """sqrt, cv2 RGB->HSV, H += hue, S += sat, cv2 HSV->RGB, square, clamp: virtualcamera.cpp's jitter."""
+    hsv = cv2.cvtColor(np.sqrt(x), cv2.COLOR_RGB2HSV)
+    hsv[..., 0] += np.float32(hue)
+    hsv[..., 1] += np.float32(sat)
+    out = np.square(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+    return np.clip(out, np.float32(1e-5), np.float32(1e10))
+
+
+@pytest.mark.parametrize("hue,sat", [(7.0, 0.1), (-12.0, -0.2), (25.0, 0.9), (0.0, 0.0)])
+def test_eilertsen_jitter_is_opencvs_hsv_round_trip_keeping_v(hue, sat, windows):
+    cfg = _eilertsen_cfg(color_jitter=True)
+    hdr = np.ascontiguousarray(windows[0][:64, :64])  # rows of 64: OpenCV's SIMD path throughout
+    p = dataclasses.replace(sample_params(np.random.default_rng(0), cfg), exposure=3.0, hue_shift=hue, sat_shift=sat)
+    _, target = render(hdr, p, cfg)
+    exposed = np.clip(hdr, np.float32(1e-5), np.float32(1e5)) * np.float32(3.0)
+    ref = _opencv_jitter_reference(exposed, hue, sat)
+    # OpenCV rounds h * 60 / d + offset and 1 - S f once (FMA) where it runs its AVX2 code, as hdrprep always does
+    if cv2.checkHardwareSupport(11) and cv2.checkHardwareSupport(12):  # CV_CPU_AVX2, CV_CPU_FMA3
+        np.testing.assert_array_equal(target, ref)
+    else:
+        np.testing.assert_allclose(target, ref, rtol=1e-5, atol=1e-6)
+    hsv = cv2.cvtColor(np.sqrt(exposed), cv2.COLOR_RGB2HSV)
+    v, s_new, h_new = hsv[..., 2], hsv[..., 1] + np.float32(sat), hsv[..., 0] + np.float32(hue)
+    # V (the channel maximum of the square root) is kept where the hue stays >= 0 (OpenCV does not wrap
+    # a negative hue: it extrapolates sector 0), S + sat >= 0 and the value is above the 1e-5 clamp
+    keep = (h_new >= 0) & (s_new >= 0) & (s_new <= 2) & (target.max(-1) > 1e-4)
+    np.testing.assert_allclose(np.sqrt(target.max(-1))[keep], v[keep], rtol=1e-5)
+    # no saturation clip: where S + sat > 1 a channel goes negative before it is squared, unlike with S clipped
+    over = keep & (s_new > 1)
+    assert over.any() == (sat > 0.5)
+    clipped = hsv.copy()
+    clipped[..., 0], clipped[..., 1] = h_new, np.clip(s_new, 0, 1)
+    clipped = np.square(cv2.cvtColor(clipped, cv2.COLOR_HSV2RGB))
+    clear = keep & (s_new > 1.05)  # a channel below -0.05 V: well above the 1e-5 clamp once squared
+    assert clear.any() == (sat > 0.5)
+    assert np.all(np.abs(target - clipped).max(-1)[clear] > 0)
+
+
+def test_eilertsen_noise_is_kept_in_the_target_and_the_ldr_is_its_curve(windows):
+    cfg = _eilertsen_cfg(noise=True)
+    hdr = windows[1]
+    p = dataclasses.replace(sample_params(np.random.default_rng(4), cfg), exposure=2.0, noise_sigma=0.01)
+    ldr, target = render(hdr, p, cfg)
+    z = standard_normal(hdr.size, p.noise_seed).reshape(hdr.shape)
+    x = np.clip(hdr, np.float32(1e-5), np.float32(1e5)) * np.float32(2.0)
+    expect = np.clip(np.maximum(x + np.float32(0.01) * z, 0), np.float32(1e-5), np.float32(1e10))
+    np.testing.assert_array_equal(target, expect)
+    t = level_thresholds(p)
+    np.testing.assert_array_equal(ldr, np.searchsorted(t, np.clip(target, 0, 1), side="right").astype(np.uint8))
+    # santos2020 mode keeps the target noise-free for the same parameters
+    _, clean = render(hdr, p, dataclasses.replace(cfg, mode="santos2020"))
+    np.testing.assert_array_equal(clean, hdr * np.float32(2.0))
+
+
+def test_params_of_older_rows_read_as_native_unmirrored_windows():
+    p = sample_params(np.random.default_rng(1), CameraConfig())
+    assert (p.crop, p.flip) == (0, False)
+    d = dataclasses.replace(p, crop=700, flip=True).to_dict()
+    assert CameraParams.from_dict(d) == dataclasses.replace(p, crop=700, flip=True)
+    old = {k: v for k, v in d.items() if k not in ("crop", "flip")}
+    assert CameraParams.from_dict(old) == p
+    assert CameraParams.from_dict({**old, "crop": None, "flip": None}) == p
+    with pytest.raises(ValueError, match="flip"):
+        CameraParams.from_dict({**d, "flip": 2})
+    with pytest.raises(ValueError, match="crop"):
+        dataclasses.replace(p, crop=-1)
+
+
+def test_old_tables_conform_with_crop_0_and_flip_false():
+    import pyarrow as pa
+
+    from hdrprep import schema
+
+    rows = [{f.name: None for f in schema.CANDIDATES_SCHEMA if f.name not in ("crop", "flip")}]
+    rows[0].update(source="a.exr", candidate=0, row=1, col=2, size=64, score=0.5, saturated_fraction=0.1, seed=0,
+                   exposure=1.0, clip_quantile=0.9, curve="linear", noise_sigma=0.0, noise_seed=1, hue_shift=0.0,
+                   sat_shift=0.0, jpeg_quality=0, kept=True)
+    fields = [f for f in schema.CANDIDATES_SCHEMA if f.name not in ("crop", "flip", "rendered")]
+    old = pa.Table.from_pylist(rows, schema=pa.schema(fields))
+    table = schema.conform(old, schema.CANDIDATES_SCHEMA)
+    assert table["crop"].to_pylist() == [0] and table["flip"].to_pylist() == [False]
+    assert table["rendered"].to_pylist() == [None]
+
+
+# ---------------------------------------------------------------- windows of resized crops (hdrprep.candidates)
+
+def _window_config(**dotted):
+    from hdrprep.config import Config
+
+    base = {"sampling.patch_size": 64, "sampling.patches_per_frame": 40}
+    return Config().override(**{**base, **dotted})
+
+
+def test_native_windows_keep_their_draws_and_crops_draw_their_own():
+    from hdrprep import candidates
+
+    shape = (300, 420)
+    cfg = _window_config()
+    q, windows, params = candidates.sample_windows(shape, "f.exr", cfg)
+    # the draws of builds made before crops and flips existed: three child streams of the frame's seed
+    frame_ss, windows_ss, cams_ss = candidates.frame_seed(cfg.seed, "f.exr").spawn(3)
+    wrng = np.random.default_rng(windows_ss)
+    old = np.stack([wrng.integers(0, 300 - 64 + 1, 40), wrng.integers(0, 420 - 64 + 1, 40)], axis=1)
+    np.testing.assert_array_equal(windows, old)
+    assert q == float(np.random.default_rng(frame_ss).uniform(0.85, 0.95))
+    assert params == [sample_params(np.random.default_rng(c), cfg.camera) for c in cams_ss.spawn(40)]
+    # crops and flips leave the camera draws alone; flips leave the windows alone
+    scaled = _window_config(**{"sampling.scale": {"low": 0.2, "high": 0.6}, "sampling.flip": 0.5})
+    _, w2, p2 = candidates.sample_windows(shape, "f.exr", scaled)
+    _, w3, p3 = candidates.sample_windows(shape, "f.exr", _window_config(**{"sampling.flip": 0.5}))
+    strip = lambda ps: [dataclasses.replace(p, crop=0, flip=False) for p in ps]  # noqa: E731
+    assert strip(p2) == strip(p3) == params
+    np.testing.assert_array_equal(w3, windows)
+    assert [p.flip for p in p2] == [p.flip for p in p3]
+    sides = np.array([p.crop for p in p2])
+    assert np.all((sides >= 64) & (sides <= 300)) and np.all(w2 >= 0)
+    assert np.all(w2[:, 0] + sides <= 300) and np.all(w2[:, 1] + sides <= 420)
+    assert np.all(sides == np.clip(sides, 64, 300)) and sides.min() < 0.3 * 420 and sides.max() > 0.5 * 420
+    assert 5 < sum(p.flip for p in p2) < 35
+    # `which` picks candidates without changing their draws
+    pick = [3, 17, 0, 39]
+    _, w4, p4 = candidates.sample_windows(shape, "f.exr", scaled, which=pick)
+    np.testing.assert_array_equal(w4, w2[pick])
+    assert p4 == [p2[j] for j in pick]
+
+
+@pytest.mark.parametrize("mode,exposure_mode", [("eilertsen2017", "histogram"), ("santos2020", "frame"),
+                                                ("santos2020", "window")])
+def test_resized_crops_score_algorithm_1_on_their_own_pair(mode, exposure_mode):
+    """Resized or mirrored windows, and the eilertsen2017 camera, are scored one by one on the stored pair."""
+    from test_metric import oracle_gradient, oracle_score
+
+    from hdrprep import candidates
+
+    frame = _real_hdr("forest_slope_1k.hdr")
+    cfg = _window_config(**{"sampling.scale": {"low": 0.2, "high": 0.6}, "sampling.flip": 0.5,
+                            "sampling.patches_per_frame": 12, "camera.mode": mode,
+                            "camera.exposure_mode": exposure_mode, "select.keep_all": True})
+    seen = {}
+    cols = candidates.score_frame(frame, "f", cfg, on_pair=lambda j, ldr, t, s, sat: seen.update({j: (ldr, t)}))
+    assert sorted(seen) == list(range(12)) and any(cols["flip"]) and len(set(cols["crop"])) > 6
+    for j, (ldr, target) in seen.items():
+        row = {k: cols[k][j] for k in cols}
+        again = candidates.render_row(frame, row, cfg)
+        np.testing.assert_array_equal(again[0], ldr)
+        np.testing.assert_array_equal(again[1], target)
+        weights = 1 - soft_mask(ldr, cfg.camera.mask_alpha)
+        if weights.sum() == 0:
+            assert cols["score"][j] == 0
+            continue
+        expected = oracle_score(oracle_gradient(target), weights, cfg.metric.normalisation)
+        assert cols["score"][j] == pytest.approx(expected, rel=1e-3), j
+        if exposure_mode == "frame":
+            assert row["clip_quantile"] == cols["clip_quantile"][0]
+
+
+def test_eilertsen_preset_builds_the_same_bytes_on_any_workers_and_renders_back(tmp_path):
+    from hdrprep import build, render, schema, synth, verify
+    from hdrprep.config import load_preset
+
+    frames = tmp_path / "frames"
+    synth.write_frames(frames, n=2, height=256, width=384)
+    cfg = load_preset("eilertsen2017").override(**{"sampling.patch_size": 64, "sampling.patches_per_frame": 6})
+    a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    build.build(frames, a, cfg, scheduler="synchronous", progress=False)
+    build.build(frames, b, cfg, workers=2, progress=False)
+    for name in (schema.INDEX_NAME, schema.CANDIDATES_NAME):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    for d in ("ldr", "hdr"):
+        files = sorted(p.relative_to(a) for p in (a / d).rglob("*") if p.is_file())
+        assert files and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    import pyarrow.parquet as pq
+
+    index = pq.read_table(a / schema.INDEX_NAME)
+    assert index.num_rows == 12 and len(set(index["crop"].to_pylist())) > 3
+    for k in (0, 5, 11):
+        assert render.render_pair_from_index(a, frames, k)[2]
+    assert verify.verify(a, workers=1) == []  # re-draws every row's window, crop, flip and camera
