@@ -172,10 +172,10 @@ class SelectConfig:
     """
 
     threshold: float = 0.85
-    min_saturated_fraction: float = 0.0
+    min_saturated_fraction: float = 0.01
     target_pairs: int | None = None
     per_frame_cap: int | None = None
-    max_overlap: float | None = None
+    max_overlap: float | None = 0.5
     keep_all: bool = False
 
     def __post_init__(self) -> None:

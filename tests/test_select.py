@@ -39,14 +39,19 @@ def candidates(seed, n=600, frames=17):
     return score, saturated, frame, index
 
 
+def paper(**kw) -> SelectConfig:
+    """The paper's rule (any saturated pixel, score >= threshold) and the count rules, without ours."""
+    return SelectConfig(**{"min_saturated_fraction": 0.0, "max_overlap": None, **kw})
+
+
 CONFIGS = [
-    SelectConfig(),
-    SelectConfig(threshold=0.5, min_saturated_fraction=0.05),
-    SelectConfig(threshold=0.0, target_pairs=100),
-    SelectConfig(target_pairs=40, per_frame_cap=3),
-    SelectConfig(per_frame_cap=2),
-    SelectConfig(threshold=0.0, target_pairs=10_000),
-    SelectConfig(keep_all=True),
+    paper(),
+    paper(threshold=0.5, min_saturated_fraction=0.05),
+    paper(threshold=0.0, target_pairs=100),
+    paper(target_pairs=40, per_frame_cap=3),
+    paper(per_frame_cap=2),
+    paper(threshold=0.0, target_pairs=10_000),
+    paper(keep_all=True),
 ]
 
 
@@ -60,11 +65,19 @@ def test_matches_reference(cfg, seed):
 
 
 def test_default_rules():
-    """Default: at least one saturated pixel and score >= 0.85 (>= is inclusive)."""
+    """The paper's rule: at least one saturated pixel and score >= 0.85 (>= is inclusive); santos2020's defaults
+    add at least 1 % saturated pixels and no two windows of a frame overlapping by IoU > 0.5."""
     score = np.array([0.85, 0.85, 0.8499, 2.0, 3.0])
     saturated = np.array([0.01, 0.0, 0.5, 1e-6, 0.0])
-    keep = select(score, saturated, np.zeros(5, int), np.arange(5))
+    keep = select(score, saturated, np.zeros(5, int), np.arange(5), paper())
     assert keep.tolist() == [True, False, False, True, False]
+    boxes = np.array([[0, 0, 8, 8], [0, 0, 8, 8], [0, 0, 8, 8], [0, 0, 8, 8], [100, 0, 8, 8]])
+    saturated = np.array([0.02, 0.02, 0.5, 0.005, 0.3])
+    keep = select(np.array([0.9, 1.0, 0.8, 2.0, 3.0]), saturated, np.zeros(5, int), np.arange(5), boxes=boxes)
+    assert keep.tolist() == [False, True, False, False, True]  # 0 duplicates 1; 3 has only 0.5 % saturated
+    from hdrprep.config import load_preset
+
+    assert load_preset("santos2020").select == SelectConfig()
 
 
 def test_ties_are_deterministic_and_order_independent():
@@ -73,7 +86,7 @@ def test_ties_are_deterministic_and_order_independent():
     saturated = np.full(6, 0.1)
     frame = np.array(["b", "a", "b", "a", "c", "a"])
     index = np.array([0, 5, 1, 2, 0, 9])
-    cfg = SelectConfig(target_pairs=3)
+    cfg = paper(target_pairs=3)
     keep = select(score, saturated, frame, index, cfg)
     assert sorted(zip(frame[keep], index[keep])) == [("a", 2), ("a", 5), ("a", 9)]
     perm = np.random.default_rng(0).permutation(6)
@@ -84,7 +97,7 @@ def test_ties_are_deterministic_and_order_independent():
 def test_per_frame_cap_spreads_the_pairs():
     score = np.array([9.0, 8.0, 7.0, 6.0, 1.0, 0.9])
     frame = np.array(["bright"] * 4 + ["dim"] * 2)
-    keep = select(score, np.full(6, 0.2), frame, np.arange(6), SelectConfig(threshold=0.0, target_pairs=4,
+    keep = select(score, np.full(6, 0.2), frame, np.arange(6), paper(threshold=0.0, target_pairs=4,
                                                                            per_frame_cap=2))
     assert keep.tolist() == [True, True, False, False, True, True]
 
@@ -92,7 +105,7 @@ def test_per_frame_cap_spreads_the_pairs():
 def test_pyarrow_columns_and_integer_frames():
     score, saturated, frame, index = candidates(3, n=200)
     table = pa.table({"score": score, "sat": saturated, "frame": frame, "index": index})
-    cfg = SelectConfig(target_pairs=25, per_frame_cap=4)
+    cfg = paper(target_pairs=25, per_frame_cap=4)
     keep = select(table["score"], table["sat"], table["frame"], table["index"], cfg)
     assert np.array_equal(keep, select(score, saturated, frame, index, cfg))
     codes = np.unique(frame, return_inverse=True)[1]  # same order as the strings
@@ -101,7 +114,7 @@ def test_pyarrow_columns_and_integer_frames():
 
 def test_empty_and_bad_inputs():
     assert select(np.array([]), np.array([]), np.array([], str), np.array([], int),
-                  SelectConfig(target_pairs=5, per_frame_cap=1)).shape == (0,)
+                  paper(target_pairs=5, per_frame_cap=1)).shape == (0,)
     with pytest.raises(ValueError, match="length 3"):
         select(np.ones(3), np.ones(2), np.zeros(3), np.arange(3))
     with pytest.raises(ValueError, match="NaN"):
@@ -114,12 +127,12 @@ def test_prescored_candidates_are_never_kept_and_the_bar_follows_the_rule():
 
     score, saturated, frame, index = candidates(3)
     rendered = np.random.default_rng(3).random(len(score)) < 0.7
-    for cfg in (SelectConfig(threshold=0.8), SelectConfig(threshold=0.5, per_frame_cap=2)):
+    for cfg in (paper(threshold=0.8), paper(threshold=0.5, per_frame_cap=2)):
         keep = select(score, saturated, frame, index, cfg, rendered)
         assert not keep[~rendered].any()
         assert np.array_equal(keep, select(score, saturated, frame, index, cfg) & rendered) \
             if cfg.per_frame_cap is None else keep.sum() <= select(score, saturated, frame, index, cfg).sum()
-    assert select(score, saturated, frame, index, SelectConfig(keep_all=True), rendered).all()
+    assert select(score, saturated, frame, index, paper(keep_all=True), rendered).all()
     # the bar: below threshold - margin nothing is eligible, so skipping the full camera loses no pair
     metric = MetricConfig(prescreen_margin=0.1)
     bar = prescreen_bar(SelectConfig(threshold=0.85), metric)
@@ -154,7 +167,7 @@ def test_max_overlap_is_greedy_suppression_per_frame():
     rng = np.random.default_rng(9)
     boxes = np.concatenate([rng.integers(0, 40, (300, 2)), np.full((300, 2), 16)], axis=1)
     for limit, cap in ((0.5, None), (0.2, None), (0.5, 3)):
-        cfg = SelectConfig(threshold=0.5, max_overlap=limit, per_frame_cap=cap)
+        cfg = paper(threshold=0.5, max_overlap=limit, per_frame_cap=cap)
         keep = select(score, saturated, frame, index, cfg, boxes=boxes)
         # the reference: eligible candidates best first, suppression, then the cap
         ok = [i for i in range(300) if saturated[i] > 0 and score[i] >= 0.5]
