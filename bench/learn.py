@@ -46,14 +46,15 @@ Choices (measured here, 2 cores shared with other work):
 - Width 16, depth 5 (stride 32), 128x128 crops of the 256 patches, batch 4, Adam 2e-4:
   about 6 steps/s, so 1500 pre-training and 2 x 2000 training steps take about 15
   minutes. Santos' width 64, depth 7 on 512x512 takes seconds per step on a CPU.
-- ``--threads 1`` (``OMP_NUM_THREADS`` of every stage): with torch's default of 2
-  threads a step took 3.2 s instead of 0.46 s while the test suite ran on the same 2
-  cores (OpenMP threads wait for a descheduled sibling); idle, 2 threads were about
-  30 % faster. One thread keeps the wall time predictable on a shared machine.
+- ``--threads 1`` (``OMP_NUM_THREADS`` of every stage): while the test suite ran on the
+  same 2 cores, a training step took 3.7 s with torch's default of 2 threads and 0.46 s
+  with one (OpenMP threads wait for a descheduled sibling); in a quieter moment 300
+  steps took 43 s with 2 threads and 62 s with one. One thread keeps the wall time
+  predictable on a shared machine.
 - ``--threshold 0``: the paper's threshold 0.85 keeps 120 pairs of the 22 frames,
   chosen for gradients under the clipped pixels (lamps, stars, neon, sun rims). Trained
   on them, both models fill every large clipped area as a light source: they beat (a)
-  on the saturated regions of 4 of 7 frames (median +1.2 dB) but lose in the mean
+  on the saturated regions of 4 of 7 frames (median +1.1 to +1.2 dB) but lose in the mean
   (scratch -1.1 dB mu-law, -1.4 dB PU21; pre-trained -0.2 / -0.4 dB), by up to 12 dB
   on skies barely above the clipping point (venice_sunset, bellparkpier). Every
   window with saturated content (317 pairs, every frame 7-25) teaches the sky as well
