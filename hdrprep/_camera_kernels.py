@@ -418,7 +418,7 @@ def resize_linear(src, yofs, beta, xofs, alpha, xmax, area2, flip, out):
     OpenCV switches to INTER_AREA: ``(((a + b) + c) + d) * 0.25`` of each 2x2 block.
     ``flip`` mirrors the output left-right (``cv::flip(x, 1)``).
     """
-    h_src, w_src = src.shape[0], src.shape[1]
+    h_src = src.shape[0]
     oh, ow = out.shape[0], out.shape[1]
     quarter = np.float32(0.25)
     if area2:

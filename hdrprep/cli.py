@@ -304,7 +304,7 @@ def predict(checkpoint, input_, out, device, mask_alpha):
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A checkpoint written by `hdrprep train` (optional when --baseline is given).")
 @click.option("--baseline", "baselines", multiple=True, type=click.Choice(["inverse-curve", "akyuz2007"]),
-              help="Baseline to evaluate (repeatable); default: every baseline.")
+              help="Baseline to evaluate (repeatable); default with --checkpoint: every baseline, else name one.")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="data_manifest.yaml: evaluate its test split under --src.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
